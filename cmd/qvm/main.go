@@ -1,0 +1,125 @@
+// Command qvm is a Xen toolstack for dom0 that manages VMs the Qubes OS way.
+//
+// It is a multi-call binary: invoked as qvm-VERB (a symlink) it runs VERB,
+// so `qvm-create ARGS` is `qvm create ARGS`. `qvm --list-verbs` prints the
+// verbs, one per line (the Makefile makes the links from it).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// verb is one qvm sub-command.
+type verb struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, a *app, args []string) error
+}
+
+// verbs is the table of every sub-command.
+func verbs() []verb {
+	return []verb{}
+}
+
+// app carries what every verb needs: where output goes and the log.
+type app struct {
+	prog   string // name shown in messages, e.g. "qvm-create"
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+}
+
+// usageError is a command-line mistake: exit code 2, like argparse.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches argv to a verb and returns the exit code.
+func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	base := filepath.Base(argv[0])
+	args := argv[1:]
+	name := ""
+	if v, ok := strings.CutPrefix(base, "qvm-"); ok {
+		name = v
+	} else {
+		if len(args) == 0 {
+			printVerbs(stderr)
+			return 2
+		}
+		switch args[0] {
+		case "--list-verbs":
+			for _, v := range verbs() {
+				fmt.Fprintln(stdout, v.name)
+			}
+			return 0
+		case "-h", "--help", "help":
+			printVerbs(stdout)
+			return 0
+		}
+		name, args = args[0], args[1:]
+	}
+	var found *verb
+	for _, v := range verbs() {
+		if v.name == name {
+			found = &v
+			break
+		}
+	}
+	if found == nil {
+		fmt.Fprintf(stderr, "qvm: unknown command %q (run `qvm --help` for the list)\n", name)
+		return 2
+	}
+	a := &app{
+		prog:   "qvm-" + name,
+		stdin:  stdin,
+		stdout: stdout,
+		stderr: stderr,
+		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})),
+	}
+	if err := found.run(ctx, a, args); err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v\n", a.prog, err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func logLevel() slog.Level {
+	if os.Getenv("QVM_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
+func printVerbs(w io.Writer) {
+	fmt.Fprintln(w, "usage: qvm VERB [ARGS...]   (or qvm-VERB ARGS...)")
+	fmt.Fprintln(w, "verbs:")
+	vs := verbs()
+	sort.Slice(vs, func(i, j int) bool { return vs[i].name < vs[j].name })
+	for _, v := range vs {
+		fmt.Fprintf(w, "  %-12s %s\n", v.name, v.summary)
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/qvm-project/qvm
+
+go 1.26
