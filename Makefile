@@ -40,12 +40,12 @@ deps:
 build: deps
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/qvm ./cmd/qvm
-	@for v in $$($(BIN)/qvm --list-verbs); do ln -sf qvm $(BIN)/qvm-$$v; done
+	@for l in $$($(BIN)/qvm --list-links); do ln -sf qvm $(BIN)/$$l; done
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/qvm $(DESTDIR)$(PREFIX)/bin/qvm
-	@for v in $$($(BIN)/qvm --list-verbs); do ln -sf qvm $(DESTDIR)$(PREFIX)/bin/qvm-$$v; done
+	@for l in $$($(BIN)/qvm --list-links); do ln -sf qvm $(DESTDIR)$(PREFIX)/bin/$$l; done
 
 vet:
 	$(GO) vet ./...

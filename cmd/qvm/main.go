@@ -24,11 +24,29 @@ type verb struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, a *app, args []string) error
+	// link is the command name of the verb's symlink; "" means qvm-NAME.
+	link string
+}
+
+// linkName is the symlink that runs the verb.
+func (v verb) linkName() string {
+	if v.link != "" {
+		return v.link
+	}
+	return "qvm-" + v.name
 }
 
 // verbs is the table of every sub-command.
 func verbs() []verb {
-	return []verb{}
+	return []verb{
+		{name: "create", summary: "create a new VM", run: runCreate},
+		{name: "prefs", summary: "list, get, set or reset a VM's properties", run: runPrefs},
+		{name: "ls", summary: "list VMs (-n: network settings; --format json)", run: runLs},
+		{name: "clone", summary: "copy a VM under a new name", run: runClone},
+		{name: "remove", summary: "remove VMs and their images", run: runRemove},
+		{name: "features", summary: "list, get, set or unset a VM's features", run: runFeatures},
+		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
+	}
 }
 
 // app carries what every verb needs: where output goes and the log.
@@ -59,9 +77,14 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	base := filepath.Base(argv[0])
 	args := argv[1:]
 	name := ""
-	if v, ok := strings.CutPrefix(base, "qvm-"); ok {
+	for _, v := range verbs() {
+		if v.link == base {
+			name = v.name
+		}
+	}
+	if v, ok := strings.CutPrefix(base, "qvm-"); ok && name == "" {
 		name = v
-	} else {
+	} else if name == "" {
 		if len(args) == 0 {
 			printVerbs(stderr)
 			return 2
@@ -70,6 +93,11 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		case "--list-verbs":
 			for _, v := range verbs() {
 				fmt.Fprintln(stdout, v.name)
+			}
+			return 0
+		case "--list-links":
+			for _, v := range verbs() {
+				fmt.Fprintln(stdout, v.linkName())
 			}
 			return 0
 		case "-h", "--help", "help":
@@ -90,13 +118,16 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return 2
 	}
 	a := &app{
-		prog:   "qvm-" + name,
+		prog:   found.linkName(),
 		stdin:  stdin,
 		stdout: stdout,
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})),
 	}
 	if err := found.run(ctx, a, args); err != nil {
+		if errors.Is(err, errHelpShown) {
+			return 0
+		}
 		fmt.Fprintf(stderr, "%s: error: %v\n", a.prog, err)
 		var ue usageError
 		if errors.As(err, &ue) {

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/qvm-project/qvm/store"
+	"github.com/qvm-project/qvm/vm"
+)
+
+// cmdline is a verb's flag set plus the options every verb shares.
+type cmdline struct {
+	*pflag.FlagSet
+	a       *app
+	dir     string
+	verbose int
+	quiet   int
+	usage   string
+}
+
+// newCmdline starts a verb's flags: --dir, --verbose, --quiet, --help.
+// usage is the synopsis after the program name, e.g. "[options] VMNAME".
+func (a *app) newCmdline(usage string) *cmdline {
+	c := &cmdline{FlagSet: pflag.NewFlagSet(a.prog, pflag.ContinueOnError), a: a, usage: usage}
+	c.SortFlags = false
+	c.SetOutput(discard{})
+	c.StringVar(&c.dir, "dir", "", "state directory (default $"+store.EnvDir+" or "+store.DefaultDir+")")
+	c.CountVarP(&c.verbose, "verbose", "v", "more output")
+	c.CountVarP(&c.quiet, "quiet", "q", "less output")
+	return c
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// errHelpShown means --help printed the usage: exit 0.
+var errHelpShown = errors.New("help shown")
+
+// parse parses args; on --help it prints the usage and returns errHelpShown.
+func (c *cmdline) parse(args []string) error {
+	c.BoolP("help", "h", false, "show this help and exit")
+	if err := c.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			c.printUsage()
+			return errHelpShown
+		}
+		return usagef("%v (see %s --help)", err, c.a.prog)
+	}
+	if h, _ := c.GetBool("help"); h {
+		c.printUsage()
+		return errHelpShown
+	}
+	return nil
+}
+
+func (c *cmdline) printUsage() {
+	w := bufio.NewWriter(c.a.stdout)
+	fmt.Fprintf(w, "usage: %s %s\n\noptions:\n", c.a.prog, c.usage)
+	c.SetOutput(w)
+	c.PrintDefaults()
+	c.SetOutput(discard{})
+	w.Flush()
+}
+
+// stateDir resolves the state directory: --dir, then $QVM_DIR, then the default.
+func (c *cmdline) stateDir() string {
+	if c.dir != "" {
+		return c.dir
+	}
+	if d := os.Getenv(store.EnvDir); d != "" {
+		return d
+	}
+	return store.DefaultDir
+}
+
+// openStore opens the state directory.
+func (c *cmdline) openStore() (*store.Store, error) {
+	return store.Open(c.stateDir())
+}
+
+// host describes this machine for the model's defaults.
+func hostInfo(st *store.Store) vm.Host {
+	return vm.Host{MemoryMiB: hostMemoryMiB(), Kernels: st.Kernels()}
+}
+
+// hostMemoryMiB reads the machine's memory from /proc/meminfo.
+func hostMemoryMiB() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb int
+		if n, _ := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); n == 1 {
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// loadSystem opens the store and reads the current system for display.
+func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
+	st, err := c.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	sys, err := st.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	sys.Host = hostInfo(st)
+	sys.Runtime = c.a.runtime()
+	return st, sys, nil
+}
+
+// runtime returns the hypervisor's view of running VMs, or nil when there
+// is no hypervisor (then every VM is Halted, which is the truth).
+func (a *app) runtime() func(string) (vm.Runtime, bool) { return nil }
+
+// splitProp splits NAME=VALUE.
+func splitProp(s string) (vm.Prop, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return vm.Prop{}, usagef("property %q must be NAME=VALUE, e.g. --property virt_mode=hvm", s)
+	}
+	return vm.Prop{Name: strings.ReplaceAll(k, "-", "_"), Value: v}, nil
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/google/uuid"
+
+	"github.com/qvm-project/qvm/store"
+)
+
+// runClone is qvm-clone: copy a VM's definition and images under a new
+// name, with its own qid, uuid, IP and MAC.
+func runClone(ctx context.Context, a *app, args []string) error {
+	c := a.newCmdline("[options] VMNAME NEWNAME")
+	var class, pool, onePool string
+	c.StringVarP(&class, "class", "C", "", "ignored unless equal to the source's class (qvm cannot change a VM's class)")
+	c.StringVarP(&pool, "pool", "p", "", "VOLUME=POOL (only the file pool exists)")
+	c.StringVarP(&onePool, "P", "P", "", "POOL (only the file pool exists)")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	if c.NArg() != 2 {
+		return usagef("give VMNAME NEWNAME (got %d arguments)", c.NArg())
+	}
+	if err := checkPools(pool, onePool); err != nil {
+		return err
+	}
+	src, dst := c.Arg(0), c.Arg(1)
+	st, err := c.openStore()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		tx.Sys.Runtime = a.runtime()
+		sv, err := tx.Sys.View(src)
+		if err != nil {
+			return err
+		}
+		if class != "" && class != string(sv.Class()) {
+			return usagef("--class %s: the clone keeps the class of %s (%s)", class, src, sv.Class())
+		}
+		if tx.Sys.IsRunning(src) {
+			return fmt.Errorf("%s is running: its images may change while copied; shut it down first (qvm-shutdown --wait %s)", src, src)
+		}
+		d, err := tx.Sys.Clone(src, dst, uuid.NewString())
+		if err != nil {
+			return err
+		}
+		dir := st.VMDir(d.Name, d.Class)
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove leftover directory %s: %w", dir, err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create VM directory %s: %w", dir, err)
+		}
+		tx.OnAbort(func() { os.RemoveAll(dir) })
+		for vol := range volumeSizes(d.Class) {
+			from := imagePath(st, sv.Def(), vol)
+			if _, err := os.Stat(from); err != nil {
+				return fmt.Errorf("%s's %s image: %w", src, vol, err)
+			}
+			if err := copyImage(ctx, from, imagePath(st, d, vol)); err != nil {
+				return fmt.Errorf("copy %s's %s image: %w", src, vol, err)
+			}
+		}
+		return nil
+	})
+}

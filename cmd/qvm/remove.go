@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/qvm-project/qvm/store"
+)
+
+// runRemove is qvm-remove: delete VMs and their images.
+func runRemove(ctx context.Context, a *app, args []string) error {
+	c := a.newCmdline("[options] VMNAME...")
+	var force, all bool
+	c.BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	c.BoolVarP(&force, "yes", "y", false, "same as --force")
+	c.BoolVar(&all, "all", false, "refused: remove VMs by name")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	if all {
+		return usagef("--all is refused: name the VMs to remove")
+	}
+	if c.NArg() == 0 {
+		return usagef("give at least one VMNAME")
+	}
+	st, err := c.openStore()
+	if err != nil {
+		return err
+	}
+	// All named VMs go, or none: one store change.
+	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		tx.Sys.Runtime = a.runtime()
+		for _, name := range c.Args() {
+			d, err := tx.Sys.Remove(name)
+			if err != nil {
+				return err
+			}
+			dir := st.VMDir(d.Name, d.Class)
+			tx.AfterCommit(func() {
+				if err := os.RemoveAll(dir); err != nil {
+					fmt.Fprintf(a.stderr, "%s: warning: %s removed, but its directory %s remains: %v\n", a.prog, name, dir, err)
+				}
+			})
+		}
+		return nil
+	})
+}
