@@ -1,6 +1,9 @@
 package store
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,4 +50,66 @@ func (s *Store) Kernels() map[string]vm.KernelInfo {
 		out[e.Name()] = info
 	}
 	return out
+}
+
+// pendingMarker marks a VM directory whose fate depends on a store change
+// not yet committed: made for a VM being created, or given up by a VM
+// being removed. A writer killed before finishing leaves it behind; the
+// next writer then removes the directory if its VM is not in the store,
+// and only the marker if it is.
+const pendingMarker = ".qvm-pending"
+
+// NewVMDir makes a fresh directory for a VM created in this change. It
+// disappears if the change does not commit.
+func (tx *Tx) NewVMDir(name string, class vm.Class) (string, error) {
+	dir := tx.store.VMDir(name, class)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("remove leftover directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
+	}
+	marker := filepath.Join(dir, pendingMarker)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
+	}
+	tx.OnAbort(func() { os.RemoveAll(dir) })
+	tx.AfterCommit(func() { os.Remove(marker) })
+	return dir, nil
+}
+
+// DropVMDir removes a VM's directory once the change that removes the VM
+// is durable.
+func (tx *Tx) DropVMDir(name string, class vm.Class) error {
+	dir := tx.store.VMDir(name, class)
+	marker := filepath.Join(dir, pendingMarker)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("mark %s for removal: %w", dir, err)
+	}
+	tx.OnAbort(func() { os.Remove(marker) })
+	tx.AfterCommit(func() { os.RemoveAll(dir) })
+	return nil
+}
+
+// sweep settles the directories a killed writer left pending.
+func (s *Store) sweep(sys *vm.System) {
+	for _, sub := range []string{appVMsDir, templatesDir} {
+		entries, err := os.ReadDir(filepath.Join(s.dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			dir := filepath.Join(s.dir, sub, e.Name())
+			marker := filepath.Join(dir, pendingMarker)
+			if _, err := os.Lstat(marker); err != nil {
+				continue
+			}
+			if d, ok := sys.Lookup(e.Name()); ok && s.VMDir(d.Name, d.Class) == dir {
+				os.Remove(marker)
+			} else {
+				os.RemoveAll(dir)
+			}
+		}
+	}
 }

@@ -137,6 +137,7 @@ func (s *Store) Update(ctx context.Context, host vm.Host, fn func(tx *Tx) error)
 	if err != nil {
 		return err
 	}
+	s.sweep(sys)
 	sys.Host = host
 	tx := &Tx{Sys: sys, store: s}
 	defer func() {

@@ -107,7 +107,8 @@ var properties = []*property{
 		compute: func(v *View) (string, Mark) { return v.d.Name, MarkSet }},
 	{name: "netvm", kind: KindVM, doc: "VM that provides network to this one (none: disconnected)", def: func(v *View) (string, bool) {
 		g := v.sys.defaultNetVM()
-		if g == v.d.Name {
+		if g == v.d.Name || v.d.Class == TemplateVM {
+			// Templates are offline by default (they update through a proxy).
 			return "", true
 		}
 		return g, true

@@ -45,7 +45,7 @@ var errHelpShown = errors.New("help shown")
 // parse parses args; on --help it prints the usage and returns errHelpShown.
 func (c *cmdline) parse(args []string) error {
 	c.BoolP("help", "h", false, "show this help and exit")
-	if err := c.Parse(args); err != nil {
+	if err := c.Parse(c.protectNegatives(args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			c.printUsage()
 			return errHelpShown
@@ -57,6 +57,53 @@ func (c *cmdline) parse(args []string) error {
 		return errHelpShown
 	}
 	return nil
+}
+
+// negativeMark prefixes a positional argument that looks like a negative
+// number, so that pflag does not take it for a short option; Arg and Args
+// strip it. argparse treats such arguments as values too.
+const negativeMark = "\x00"
+
+func (c *cmdline) protectNegatives(args []string) []string {
+	out := make([]string, len(args))
+	takesValue := false
+	for i, a := range args {
+		out[i] = a
+		if a == "--" {
+			copy(out[i:], args[i:])
+			break
+		}
+		if !takesValue && len(a) > 1 && a[0] == '-' && (a[1] >= '0' && a[1] <= '9') {
+			out[i] = negativeMark + a
+		}
+		takesValue = c.needsValue(a)
+	}
+	return out
+}
+
+// needsValue reports whether a is a flag whose value is the next argument.
+func (c *cmdline) needsValue(a string) bool {
+	var f *pflag.Flag
+	switch {
+	case strings.HasPrefix(a, "--") && !strings.Contains(a, "="):
+		f = c.Lookup(a[2:])
+	case len(a) == 2 && a[0] == '-' && a[1] != '-':
+		f = c.ShorthandLookup(a[1:])
+	}
+	return f != nil && f.NoOptDefVal == ""
+}
+
+// Arg is the i-th positional argument.
+func (c *cmdline) Arg(i int) string { return strings.TrimPrefix(c.FlagSet.Arg(i), negativeMark) }
+
+// Args are the positional arguments.
+func (c *cmdline) Args() []string {
+	args := c.FlagSet.Args()
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strings.TrimPrefix(a, negativeMark)
+	}
+	return out
 }
 
 func (c *cmdline) printUsage() {
@@ -133,3 +180,11 @@ func splitProp(s string) (vm.Prop, error) {
 	}
 	return vm.Prop{Name: strings.ReplaceAll(k, "-", "_"), Value: v}, nil
 }
+
+// appendList is a repeatable string flag that keeps every value in order;
+// several flag names can share one (--property and --prop).
+type appendList []string
+
+func (l *appendList) String() string     { return strings.Join(*l, ",") }
+func (l *appendList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *appendList) Type() string       { return "NAME=VALUE" }

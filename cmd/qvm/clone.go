@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/qvm-project/qvm/store"
+	"github.com/qvm-project/qvm/vm"
 )
 
 // runClone is qvm-clone: copy a VM's definition and images under a new
@@ -38,6 +39,9 @@ func runClone(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
+		if sv.Class() == vm.AdminVM {
+			return fmt.Errorf("dom0 cannot be cloned")
+		}
 		if class != "" && class != string(sv.Class()) {
 			return usagef("--class %s: the clone keeps the class of %s (%s)", class, src, sv.Class())
 		}
@@ -48,14 +52,9 @@ func runClone(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		dir := st.VMDir(d.Name, d.Class)
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("remove leftover directory %s: %w", dir, err)
+		if _, err := tx.NewVMDir(d.Name, d.Class); err != nil {
+			return err
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create VM directory %s: %w", dir, err)
-		}
-		tx.OnAbort(func() { os.RemoveAll(dir) })
 		for vol := range volumeSizes(d.Class) {
 			from := imagePath(st, sv.Def(), vol)
 			if _, err := os.Stat(from); err != nil {

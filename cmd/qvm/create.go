@@ -25,8 +25,8 @@ func runCreate(ctx context.Context, a *app, args []string) error {
 		mem, vcpus                            string
 	)
 	c.StringVarP(&class, "class", "C", "", "class of the new VM: AppVM (default), StandaloneVM, TemplateVM, DispVM")
-	c.StringArrayVar(&props, "property", nil, "set a property, NAME=VALUE (repeatable)")
-	c.StringArrayVar(&props, "prop", nil, "same as --property")
+	c.Var((*appendList)(&props), "property", "set a property, NAME=VALUE (repeatable)")
+	c.Var((*appendList)(&props), "prop", "same as --property")
 	c.StringVarP(&template, "template", "t", "", "template of the new VM (for a StandaloneVM or TemplateVM: the TemplateVM to copy)")
 	c.StringVarP(&label, "label", "l", "", "colour label: red, orange, yellow, green, gray, blue, purple, black (required)")
 	c.StringVarP(&pool, "pool", "p", "", "VOLUME=POOL: pool of one volume (only the file pool exists)")

@@ -39,15 +39,9 @@ func imagePath(st *store.Store, d *vm.Definition, volume string) string {
 // removed if the change does not commit.
 func makeImages(ctx context.Context, a *app, tx *store.Tx, d *vm.Definition, src *vm.View, root *rootImport) error {
 	st := tx.Store()
-	dir := st.VMDir(d.Name, d.Class)
-	// A directory without a definition is left over by a killed command.
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove leftover directory %s: %w", dir, err)
+	if _, err := tx.NewVMDir(d.Name, d.Class); err != nil {
+		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create VM directory %s: %w", dir, err)
-	}
-	tx.OnAbort(func() { os.RemoveAll(dir) })
 	for vol, size := range volumeSizes(d.Class) {
 		path := imagePath(st, d, vol)
 		switch {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 
 	"github.com/qvm-project/qvm/store"
 )
@@ -36,12 +34,9 @@ func runRemove(ctx context.Context, a *app, args []string) error {
 			if err != nil {
 				return err
 			}
-			dir := st.VMDir(d.Name, d.Class)
-			tx.AfterCommit(func() {
-				if err := os.RemoveAll(dir); err != nil {
-					fmt.Fprintf(a.stderr, "%s: warning: %s removed, but its directory %s remains: %v\n", a.prog, name, dir, err)
-				}
-			})
+			if err := tx.DropVMDir(d.Name, d.Class); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

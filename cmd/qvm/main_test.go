@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// qvmBin is the binary under test: $QVM_BIN (make test sets it) or one
+// built by TestMain.
+var qvmBin string
+
+func TestMain(m *testing.M) {
+	qvmBin = os.Getenv("QVM_BIN")
+	if qvmBin == "" {
+		dir, err := os.MkdirTemp("", "qvm-test-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		qvmBin = filepath.Join(dir, "qvm")
+		if out, err := exec.Command("go", "build", "-o", qvmBin, ".").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build qvm: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// env is one state directory with a bin directory of qvm-* links.
+type env struct {
+	t   *testing.T
+	dir string
+	bin string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), bin: t.TempDir()}
+	out, err := exec.Command(qvmBin, "--list-links").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Fields(string(out)) {
+		if err := os.Symlink(qvmBin, filepath.Join(e.bin, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// result of one command.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs a command line as a user types it: argv[0] is qvm-VERB.
+func (e *env) run(argv ...string) result {
+	e.t.Helper()
+	cmd := exec.Command(filepath.Join(e.bin, argv[0]), argv[1:]...)
+	cmd.Env = append(os.Environ(), "QVM_DIR="+e.dir)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("%v: %v", argv, err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+// ok runs a command that must succeed and returns its stdout.
+func (e *env) ok(argv ...string) string {
+	e.t.Helper()
+	r := e.run(argv...)
+	if r.code != 0 {
+		e.t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(argv, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// snapshot describes the whole state directory: every file with its size,
+// allocated blocks and, for the store, its content.
+func (e *env) snapshot(extra ...string) string {
+	e.t.Helper()
+	var lines []string
+	walk := func(root string) {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				lines = append(lines, fmt.Sprintf("%s: %v", p, err))
+				return nil
+			}
+			if d.Name() == "qvm.lock" {
+				return nil
+			}
+			info, _ := d.Info()
+			line := fmt.Sprintf("%s %v %d", p, info.Mode(), info.Size())
+			if !d.IsDir() && info.Size() < 1<<20 {
+				b, _ := os.ReadFile(p)
+				line += fmt.Sprintf(" %x", sha256.Sum256(b))
+			}
+			lines = append(lines, line)
+			return nil
+		})
+	}
+	walk(e.dir)
+	for _, x := range extra {
+		walk(x)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
