@@ -272,6 +272,7 @@ func fillPCI(cp *C.libxl_device_pci, p *PCIDevice) {
 	cp.bus = C.uint8_t(p.Addr.Bus)
 	cp.dev = C.uint8_t(p.Addr.Device)
 	cp._func = C.uint8_t(p.Addr.Function)
+	cp.vfunc_mask = 1 // this one function, as xl's pci= parser sets it
 	cp.permissive = C.bool(p.Permissive)
 	cp.power_mgmt = C.bool(p.PowerMgmt)
 	cp.seize = C.bool(p.Seize)
