@@ -61,8 +61,8 @@ var nicSets = []struct {
 		BackendDomain: "sys-firewall", Script: "vif-route-qubes",
 	}}},
 	{name: "v4v6", nics: []NIC{{
-		MAC: mustMAC("00:16:3e:5e:6c:7a"),
-		IPs: []netip.Addr{netip.MustParseAddr("10.137.0.122"), netip.MustParseAddr("fd09:24ef:4179::a89:7a")},
+		MAC:           mustMAC("00:16:3e:5e:6c:7a"),
+		IPs:           []netip.Addr{netip.MustParseAddr("10.137.0.122"), netip.MustParseAddr("fd09:24ef:4179::a89:7a")},
 		BackendDomain: "0", Script: "/etc/xen/scripts/vif-route-qubes", Name: "vif-work",
 	}}},
 	{name: "bridged2", hvm: true, nics: []NIC{
