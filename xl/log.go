@@ -1,0 +1,47 @@
+package xl
+
+import (
+	"context"
+	"log/slog"
+)
+
+// xentoollog levels (xentoollog.h).
+const (
+	xtlDebug    = 1
+	xtlVerbose  = 2
+	xtlDetail   = 3
+	xtlProgress = 4
+	xtlInfo     = 5
+	xtlNotice   = 6
+	xtlWarn     = 7
+	xtlError    = 8
+	xtlCritical = 9
+)
+
+// slogLevel maps a xentoollog level to slog's.
+func slogLevel(l int) slog.Level {
+	switch {
+	case l >= xtlError:
+		return slog.LevelError
+	case l == xtlWarn:
+		return slog.LevelWarn
+	case l >= xtlInfo:
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+// xtlMinLevel is the lowest xentoollog level the logger wants, so that
+// libxl's debug chatter is not even formatted when nobody reads it.
+func xtlMinLevel(log *slog.Logger) int {
+	ctx := context.Background()
+	switch {
+	case log.Enabled(ctx, slog.LevelDebug):
+		return xtlDebug
+	case log.Enabled(ctx, slog.LevelInfo):
+		return xtlInfo
+	case log.Enabled(ctx, slog.LevelWarn):
+		return xtlWarn
+	}
+	return xtlError
+}
