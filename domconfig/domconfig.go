@@ -1,0 +1,212 @@
+// Package domconfig turns a VM definition into the domain configuration
+// qvm hands to libxl, following what Qubes asks libxl for through its
+// libvirt template: disks root/private/volatile as xvda/xvdb/xvdc, the
+// kernel-modules disk for PV/PVH VMs with a dom0 kernel, HVMs booting
+// CD-ROM then disk with a Linux stubdomain, every shutdown a stop, and
+// VMs with PCI devices given the host's memory map.
+package domconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/xl"
+)
+
+// KernelOptsCommon are prepended to kernelopts when a VM boots a dom0
+// kernel.
+const KernelOptsCommon = "root=/dev/mapper/dmroot ro nomodeset console=hvc0 rd_NO_PLYMOUTH rd.plymouth.enable=0 plymouth.enable=0 xen_privcmd.unrestricted"
+
+// Files of a VM kernel directory.
+const (
+	KernelFile    = "vmlinuz"
+	InitramfsFile = "initramfs"
+	ModulesFile   = "modules.img"
+)
+
+// VifScript is the hotplug script of a VM's network interface in its
+// backend: routed, not bridged, as Qubes does.
+const VifScript = "vif-route-qvm"
+
+// Inputs are the files a domain is built from.
+type Inputs struct {
+	// Root, Private and Volatile are the VM's image files for this start
+	// (for an AppVM, Root is the snapshot of its template's root).
+	Root, Private, Volatile string
+	// KernelsDir holds the VM kernels, one directory per kernel.
+	KernelsDir string
+	// StubdomKernel and StubdomRamdisk are the HVM stubdomain's files;
+	// empty leaves libxl's defaults.
+	StubdomKernel, StubdomRamdisk string
+	// CDROM is an ISO image or block device attached as a CD-ROM (HVM).
+	CDROM string
+}
+
+// FeatureDom0QEMU, set to 1 on a VM, runs its HVM device model in dom0
+// instead of a stubdomain: less isolated, for debugging only.
+const FeatureDom0QEMU = "qvm-dom0-qemu"
+
+// CDROMVdev is where an HVM's CD-ROM appears: the fourth IDE slot, after
+// root, private and volatile.
+const CDROMVdev = "xvdd"
+
+// ErrNoKernel is returned for a PV or PVH VM that has no kernel to boot.
+var ErrNoKernel = errors.New("no kernel")
+
+// Build returns the libxl configuration that starts v.
+func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
+	if v.Class() == vm.AdminVM {
+		return nil, fmt.Errorf("dom0 is not started by qvm")
+	}
+	uuid, err := xl.ParseUUID(v.Def().UUID)
+	if err != nil {
+		return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
+	}
+	mode := v.Str("virt_mode")
+	cfg := &xl.DomainConfig{
+		Name:       v.Name(),
+		UUID:       uuid,
+		Type:       xl.DomainType(mode),
+		VCPUs:      v.Int("vcpus"),
+		MemoryMiB:  uint64(v.Int("memory")),
+		OnPoweroff: xl.ActionDestroy,
+		OnReboot:   xl.ActionDestroy,
+		OnCrash:    xl.ActionDestroy,
+	}
+	if mm := v.Int("maxmem"); mm > 0 {
+		cfg.MaxMemoryMiB = uint64(mm)
+	}
+
+	kernel := v.Str("kernel")
+	if kernel != "" {
+		dir := filepath.Join(in.KernelsDir, kernel)
+		cfg.Kernel = filepath.Join(dir, KernelFile)
+		if _, err := os.Stat(cfg.Kernel); err != nil {
+			return nil, fmt.Errorf("VM %s: kernel %s: %w: reinstall it or choose another with qvm-prefs %s kernel", v.Name(), kernel, err, v.Name())
+		}
+		if _, err := os.Stat(filepath.Join(dir, InitramfsFile)); err == nil {
+			cfg.Ramdisk = filepath.Join(dir, InitramfsFile)
+		}
+		cfg.Cmdline = strings.TrimSpace(KernelOptsCommon + " " + v.Str("kernelopts"))
+	} else if mode != "hvm" {
+		return nil, fmt.Errorf("VM %s: %w: virt_mode %s boots a kernel from dom0, and kernel is '' (boot from the VM's own disk), which only HVM can do: set a kernel (qvm-prefs %s kernel VERSION) or virt_mode hvm",
+			v.Name(), ErrNoKernel, mode, v.Name())
+	}
+
+	cfg.Disks = []xl.Disk{
+		{Target: in.Root, Vdev: "xvda", ReadWrite: true},
+		{Target: in.Private, Vdev: "xvdb", ReadWrite: true},
+		{Target: in.Volatile, Vdev: "xvdc", ReadWrite: true},
+	}
+	if kernel != "" && mode != "hvm" {
+		if mods := filepath.Join(in.KernelsDir, kernel, ModulesFile); fileExists(mods) {
+			cfg.Disks = append(cfg.Disks, xl.Disk{Target: mods, Vdev: "xvdd"})
+		}
+	}
+	if in.CDROM != "" {
+		if mode != "hvm" {
+			return nil, fmt.Errorf("VM %s: a CD-ROM needs virt_mode hvm (it is %s): qvm-prefs %s virt_mode hvm", v.Name(), mode, v.Name())
+		}
+		cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.CDROM, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk})
+	}
+
+	if n := v.NetVM(); n != nil {
+		nic, err := nicFor(v, n)
+		if err != nil {
+			return nil, err
+		}
+		cfg.NICs = []xl.NIC{nic}
+	}
+
+	for _, p := range v.Def().PCI {
+		addr, err := xl.ParsePCIAddress(p.BDF)
+		if err != nil {
+			return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
+		}
+		cfg.PCIDevices = append(cfg.PCIDevices, xl.PCIDevice{Addr: addr, Permissive: p.Permissive, NoStrictReset: p.NoStrictReset, Seize: true})
+	}
+	if len(cfg.PCIDevices) > 0 && mode == "pv" {
+		cfg.E820Host = true
+	}
+
+	if mode == "hvm" {
+		hvmConfig(v, cfg, in)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
+	}
+	return cfg, nil
+}
+
+func nicFor(v, netvm *vm.View) (xl.NIC, error) {
+	mac, err := net.ParseMAC(v.Str("mac"))
+	if err != nil {
+		return xl.NIC{}, fmt.Errorf("VM %s: mac: %w", v.Name(), err)
+	}
+	nic := xl.NIC{MAC: mac, Script: VifScript}
+	if netvm.Class() != vm.AdminVM {
+		nic.BackendDomain = netvm.Name()
+	}
+	for _, s := range []string{v.Str("ip"), v.Str("ip6")} {
+		if s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return xl.NIC{}, fmt.Errorf("VM %s: address %q: %w", v.Name(), s, err)
+		}
+		nic.IPs = append(nic.IPs, a)
+	}
+	return nic, nil
+}
+
+// hvmConfig sets what Qubes gives an HVM: SeaBIOS (OVMF with the uefi
+// feature), boot from CD-ROM then disk, ACPI, APIC, PAE, Viridian, no
+// nested virtualisation, a USB tablet, standard VGA, and QEMU in a Linux
+// stubdomain told the VM's network settings.
+func hvmConfig(v *vm.View, cfg *xl.DomainConfig, in Inputs) {
+	fw := xl.SeaBIOS
+	if val, ok := v.Feature("uefi"); ok && val != "" && val != "0" {
+		fw = xl.OVMF
+	}
+	cfg.HVM = xl.HVMConfig{
+		Firmware:  fw,
+		Boot:      "dc",
+		ACPI:      true,
+		APIC:      true,
+		PAE:       true,
+		Viridian:  true,
+		USBTablet: true,
+		VGA:       xl.VGAStd,
+		Keymap:    "en-us",
+	}
+	dm := xl.DeviceModel{Stubdomain: true, StubdomainKernel: in.StubdomKernel, StubdomainRamdisk: in.StubdomRamdisk}
+	if val, ok := v.Feature(FeatureDom0QEMU); ok && val != "" && val != "0" {
+		dm = xl.DeviceModel{}
+	}
+	if mem := v.Int("stubdom_mem"); mem > 0 && dm.Stubdomain {
+		dm.StubdomainMemoryMiB = uint64(mem)
+	}
+	if v.Networked() && v.NetVM() != nil {
+		dm.Args = append(dm.Args, QubesNetArg(v))
+	}
+	cfg.DeviceModel = dm
+}
+
+// QubesNetArg is the device-model argument that tells the stubdomain the
+// VM's network settings, for its DHCP server.
+func QubesNetArg(v *vm.View) string {
+	return fmt.Sprintf("-qubes-net:client_ip=%s,dns_0=%s,dns_1=%s,gw=%s,netmask=%s",
+		v.Str("visible_ip"), vm.PrimaryDNS, vm.SecondaryDNS, v.Str("visible_gateway"), v.Str("visible_netmask"))
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
