@@ -141,8 +141,23 @@ func pathDialer(path string, device bool) func(ctx context.Context) (io.ReadWrit
 		}
 	}
 	return func(ctx context.Context) (io.ReadWriteCloser, error) {
+		// xenstored listens with a backlog of 1 and accepts one
+		// connection per turn of its loop: while its backlog is full, a
+		// unix socket connect fails at once with EAGAIN. Try again.
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
+		wait := 100 * time.Microsecond
+		for {
+			c, err := d.DialContext(ctx, "unix", path)
+			if err == nil || !errors.Is(err, syscall.EAGAIN) {
+				return c, err
+			}
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, err
+			}
+			wait = min(wait*2, 50*time.Millisecond)
+		}
 	}
 }
 

@@ -35,7 +35,7 @@ const XenstoredPath = "/usr/lib/xen-4.17/bin/xenstored"
 
 // Daemon is a running private xenstored.
 type Daemon struct {
-	t       testing.TB
+	t       testing.TB // nil for a Daemon from Launch
 	RunDir  string   // XENSTORED_RUNDIR of the daemon
 	Socket  string   // its unix socket (XENSTORED_PATH)
 	args    []string // extra xenstored arguments
@@ -54,25 +54,41 @@ type Daemon struct {
 func Start(t testing.TB, args ...string) *Daemon {
 	t.Helper()
 	testenv.RequireFile(t, XenstoredPath)
-	preload := FakeXen(t)
-	// A short directory: socket paths are limited to 107 bytes.
-	dir, err := os.MkdirTemp("", "xs")
+	d, err := Launch(FakeXen(t), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	d.t = t
+	t.Cleanup(d.Close)
+	return d
+}
+
+// Launch starts a private xenstored outside a test (benchmarks), with
+// preload as the fake hypervisor library (see FakeXen). Close stops it and
+// removes its run directory.
+func Launch(preload string, args ...string) (*Daemon, error) {
+	// A short directory: socket paths are limited to 107 bytes.
+	dir, err := os.MkdirTemp("", "xs")
+	if err != nil {
+		return nil, err
+	}
 	d := &Daemon{
-		t:       t,
 		RunDir:  dir,
 		Socket:  filepath.Join(dir, "socket"),
 		args:    args,
 		preload: preload,
 	}
-	t.Cleanup(d.Stop)
 	if err := d.start(); err != nil {
-		t.Fatal(err)
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	return d
+	return d, nil
+}
+
+// Close stops the daemon and removes its run directory.
+func (d *Daemon) Close() {
+	d.Stop()
+	os.RemoveAll(d.RunDir)
 }
 
 func (d *Daemon) start() error {
@@ -144,16 +160,13 @@ func (d *Daemon) Stop() {
 
 // Restart kills the daemon and starts a new one on the same socket, with an
 // empty store, as a crashed and restarted xenstored would be.
-func (d *Daemon) Restart() {
-	d.t.Helper()
+func (d *Daemon) Restart() error {
 	d.Stop()
-	if err := d.start(); err != nil {
-		d.t.Fatal(err)
-	}
+	return d.start()
 }
 
 // Client connects to the daemon as dom0 and closes the client when the test
-// ends.
+// ends. Only for a Daemon from Start.
 func (d *Daemon) Client() *xenstore.Client {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -21,24 +21,31 @@ import (
 // processes share one build.
 func FakeXen(t testing.TB) string {
 	t.Helper()
+	p, err := FakeXenPath()
+	if err != nil {
+		testenv.Missing(t, "fake hypervisor library: %v", err)
+	}
+	return p
+}
+
+// FakeXenPath is FakeXen outside a test.
+func FakeXenPath() (string, error) {
 	if p := os.Getenv("QVM_FAKEXEN"); p != "" {
-		testenv.RequireFile(t, p)
-		return p
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("QVM_FAKEXEN: %w", err)
+		}
+		return p, nil
 	}
 	src, root := sourcePaths()
 	srcInfo, err := os.Stat(src)
 	if err != nil {
-		testenv.Missing(t, "fake hypervisor source %s: %v (set QVM_FAKEXEN to a built fakexen.so)", src, err)
+		return "", fmt.Errorf("source %s: %w (set QVM_FAKEXEN to a built fakexen.so)", src, err)
 	}
 	built := filepath.Join(root, "build", "fakexen.so")
 	if fi, err := os.Stat(built); err == nil && !fi.ModTime().Before(srcInfo.ModTime()) {
-		return built
+		return built, nil
 	}
-	p, err := buildFakeXen(src)
-	if err != nil {
-		testenv.Missing(t, "building the fake hypervisor library: %v", err)
-	}
-	return p
+	return buildFakeXen(src)
 }
 
 // sourcePaths finds fakexen.c and the module root from this file's path.

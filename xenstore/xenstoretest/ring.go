@@ -34,7 +34,8 @@ const (
 // the domain's xenstore ring page, as the guest's kernel would: the daemon
 // applies the permission checks and quotas of an unprivileged domain to it.
 // The domain is introduced first (as dom0, event channel port 1) unless it
-// already is. The client is closed when the test ends.
+// already is. The client is closed when the test ends. Only for a Daemon
+// from Start.
 func (d *Daemon) Guest(domid uint32) *xenstore.Client {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
