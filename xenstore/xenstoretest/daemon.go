@@ -36,9 +36,9 @@ const XenstoredPath = "/usr/lib/xen-4.17/bin/xenstored"
 // Daemon is a running private xenstored.
 type Daemon struct {
 	t       testing.TB // nil for a Daemon from Launch
-	RunDir  string   // XENSTORED_RUNDIR of the daemon
-	Socket  string   // its unix socket (XENSTORED_PATH)
-	args    []string // extra xenstored arguments
+	RunDir  string     // XENSTORED_RUNDIR of the daemon
+	Socket  string     // its unix socket (XENSTORED_PATH)
+	args    []string   // extra xenstored arguments
 	preload string
 
 	mu     sync.Mutex
