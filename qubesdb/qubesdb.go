@@ -240,8 +240,7 @@ func Publish(ctx context.Context, c *xenstore.Client, domid uint32, keys map[str
 	dir := Path(domid)
 	err := c.Transaction(ctx, func(tx *xenstore.Transaction) error {
 		b := tx.Batch()
-		b.Mkdir(dir) // so that the removal below finds the parents
-		b.Rm(dir)
+		b.RmIfExists(dir)
 		b.Mkdir(dir)
 		b.SetPerms(dir, Perms(domid))
 		for _, key := range slices.Sorted(maps.Keys(keys)) {

@@ -3,6 +3,7 @@ package xenstore
 import (
 	"context"
 	"errors"
+	"syscall"
 )
 
 // Batch collects requests and sends them together: they are written to the
@@ -14,8 +15,9 @@ type Batch struct {
 	c    *Client
 	tx   *Transaction
 	reqs []*request
-	errs []error // errors found while adding (bad path, too big)
-	outs []*[]byte
+	errs []error         // errors found while adding (bad path, too big)
+	outs []*[]byte       // where a read's value goes
+	oks  []syscall.Errno // an error that counts as success, or 0
 }
 
 // Batch returns an empty batch of requests outside any transaction.
@@ -27,14 +29,16 @@ func (tx *Transaction) Batch() *Batch { return &Batch{c: tx.c, tx: tx} }
 // Len returns the number of requests in the batch.
 func (b *Batch) Len() int { return len(b.reqs) }
 
-func (b *Batch) add(t msgType, path string, out *[]byte, parts ...[]byte) {
+func (b *Batch) add(t msgType, path string, out *[]byte, parts ...[]byte) bool {
 	r := &request{t: t, path: path, parts: parts}
 	if err := checkRequest(r); err != nil {
 		b.errs = append(b.errs, opError(t, path, err))
-		return
+		return false
 	}
 	b.reqs = append(b.reqs, r)
 	b.outs = append(b.outs, out)
+	b.oks = append(b.oks, 0)
+	return true
 }
 
 // Write adds a write of value to the node at path.
@@ -52,6 +56,14 @@ func (b *Batch) Mkdir(path string) { b.add(msgMkdir, path, nil, cstr(path)) }
 
 // Rm adds a removal of path.
 func (b *Batch) Rm(path string) { b.add(msgRm, path, nil, cstr(path)) }
+
+// RmIfExists adds a removal of path that also succeeds when the parent of
+// path does not exist (Rm fails then with ENOENT).
+func (b *Batch) RmIfExists(path string) {
+	if b.add(msgRm, path, nil, cstr(path)) {
+		b.oks[len(b.oks)-1] = syscall.ENOENT
+	}
+}
 
 // SetPerms adds a change of the permissions of path.
 func (b *Batch) SetPerms(path string, perms Perms) {
@@ -92,15 +104,17 @@ func (b *Batch) Run(ctx context.Context) error {
 	if err := cn.send(b.reqs); err != nil {
 		return opError(b.reqs[0].t, b.reqs[0].path, err)
 	}
+	if err := cn.wait(ctx, b.reqs); err != nil {
+		return opError(b.reqs[0].t, b.reqs[0].path, err)
+	}
 	var errs []error
 	for i, r := range b.reqs {
-		m, err := cn.wait(ctx, r)
-		if err == nil {
-			var p []byte
-			p, err = checkReply(r, m)
-			if err == nil && b.outs[i] != nil {
-				*b.outs[i] = p
-			}
+		p, err := checkReply(r)
+		if b.oks[i] != 0 && errors.Is(err, b.oks[i]) {
+			err = nil
+		}
+		if err == nil && b.outs[i] != nil {
+			*b.outs[i] = p
 		}
 		if err != nil {
 			errs = append(errs, opError(r.t, r.path, err))

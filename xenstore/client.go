@@ -231,15 +231,16 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if err := cn.send(reqs); err != nil {
 		return nil, fmt.Errorf("xenstore: connect: %w", err)
 	}
+	if err := cn.wait(ctx, reqs); err != nil {
+		cn.close(err)
+		return nil, fmt.Errorf("xenstore: connect: re-register watches: %w", err)
+	}
 	for i, r := range reqs {
-		m, err := cn.wait(ctx, r)
-		if err == nil {
-			_, err = checkReply(r, m)
-		}
+		_, err := checkReply(r)
 		if errors.Is(err, syscall.EEXIST) {
 			err = nil
 		}
-		if err != nil && (errors.Is(err, ErrConnectionLost) || ctx.Err() != nil) {
+		if errors.Is(err, ErrConnectionLost) {
 			cn.close(err)
 			return nil, fmt.Errorf("xenstore: connect: re-register watch %s: %w", ws[i].path, err)
 		}

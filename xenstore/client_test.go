@@ -130,6 +130,21 @@ func TestReadWriteMkdirRmDirectory(t *testing.T) {
 	if err := c.Rm(ctx, "/nothing/here"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("rm below a missing parent: %v, want ENOENT", err)
 	}
+	// In a batch, RmIfExists forgives the missing parent too.
+	b := c.Batch()
+	b.RmIfExists("/nothing/here")
+	b.RmIfExists("/vm/dir")
+	if err := b.Run(ctx); err != nil {
+		t.Fatalf("RmIfExists: %v", err)
+	}
+	if _, err := c.Read(ctx, "/vm/dir"); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("/vm/dir after RmIfExists: %v", err)
+	}
+	b = c.Batch()
+	b.Rm("/nothing/here")
+	if err := b.Run(ctx); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("batch Rm below a missing parent: %v, want ENOENT", err)
+	}
 	if _, err := c.Directory(ctx, "/nothing"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("directory of missing node: %v, want ENOENT", err)
 	}

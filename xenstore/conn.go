@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // result is what a request gets back: the reply message or why none came.
@@ -14,14 +15,28 @@ type result struct {
 	err error
 }
 
-// request is one message to send.
+// request is one message to send, and then its result.
 type request struct {
 	t     msgType
 	tx    uint32
 	path  string // for error messages
 	parts [][]byte
-	ch    chan result // buffered 1; set by conn.send
 	id    uint32
+	res   result // valid once done.ch is closed
+	done  *group
+}
+
+// group is the requests sent together by one send: the caller is woken
+// once, when the last reply has come, not once per reply.
+type group struct {
+	left atomic.Int32
+	ch   chan struct{}
+}
+
+func (g *group) complete() {
+	if g.left.Add(-1) == 0 {
+		close(g.ch)
+	}
 }
 
 // conn is one connection to the daemon: a writer side shared by all callers
@@ -36,7 +51,7 @@ type conn struct {
 
 	mu       sync.Mutex
 	nextID   uint32
-	pending  map[uint32]chan result
+	pending  map[uint32]*request
 	queue    []byte // encoded requests not yet written
 	bounds   []int  // end offset of each message in queue (perWrite only)
 	spare    []byte
@@ -52,7 +67,7 @@ func newConn(rwc io.ReadWriteCloser, perWrite bool, onEvent func(path, token str
 		onEvent:  onEvent,
 		onLost:   onLost,
 		nextID:   1,
-		pending:  make(map[uint32]chan result),
+		pending:  make(map[uint32]*request),
 		done:     make(chan struct{}),
 	}
 	go c.readLoop()
@@ -69,8 +84,11 @@ func (c *conn) broken() error {
 // send queues the requests and makes sure they get written: when no other
 // caller is writing, this one writes everything queued (its own requests and
 // any others that arrive meanwhile) in as few writes as the transport
-// allows. On return each request's ch will receive exactly one result.
+// allows. On success every request will get its result; wait for them
+// with wait.
 func (c *conn) send(reqs []*request) error {
+	g := &group{ch: make(chan struct{})}
+	g.left.Store(int32(len(reqs)))
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -83,8 +101,8 @@ func (c *conn) send(reqs []*request) error {
 		if c.nextID == 0 {
 			c.nextID = 1
 		}
-		r.ch = make(chan result, 1)
-		c.pending[r.id] = r.ch
+		r.done = g
+		c.pending[r.id] = r
 		c.queue = appendMessage(c.queue, r.t, r.id, r.tx, r.parts...)
 		if c.perWrite {
 			c.bounds = append(c.bounds, len(c.queue))
@@ -129,41 +147,55 @@ func (c *conn) write(buf []byte, bounds []int) error {
 	return nil
 }
 
-// wait waits for the reply to r. When ctx ends first, the reply is
-// discarded when it comes.
-func (c *conn) wait(ctx context.Context, r *request) (message, error) {
-	select {
-	case res := <-r.ch:
-		return res.msg, res.err
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, r.id)
-		c.mu.Unlock()
-		// The reply may have come meanwhile; prefer it.
-		select {
-		case res := <-r.ch:
-			return res.msg, res.err
-		default:
-		}
-		return message{}, ctx.Err()
+// wait waits until every request sent together (by one send) has its
+// result. When ctx ends first, it returns ctx.Err() and replies that come
+// later are discarded.
+func (c *conn) wait(ctx context.Context, reqs []*request) error {
+	if len(reqs) == 0 {
+		return nil
 	}
+	g := reqs[0].done
+	select {
+	case <-g.ch:
+		return nil
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	for _, r := range reqs {
+		if c.pending[r.id] == r {
+			delete(c.pending, r.id)
+		}
+	}
+	c.mu.Unlock()
+	// The replies may have come meanwhile; prefer them.
+	select {
+	case <-g.ch:
+		return nil
+	default:
+	}
+	return ctx.Err()
 }
 
 // roundTrip sends one request and waits for its reply. A reply of type
 // XS_ERROR becomes the daemon's error.
 func (c *conn) roundTrip(ctx context.Context, r *request) ([]byte, error) {
-	if err := c.send([]*request{r}); err != nil {
+	reqs := []*request{r}
+	if err := c.send(reqs); err != nil {
 		return nil, err
 	}
-	m, err := c.wait(ctx, r)
-	if err != nil {
+	if err := c.wait(ctx, reqs); err != nil {
 		return nil, err
 	}
-	return checkReply(r, m)
+	return checkReply(r)
 }
 
-// checkReply turns an error reply into an error.
-func checkReply(r *request, m message) ([]byte, error) {
+// checkReply returns the payload of r's reply, or its error: a daemon
+// error, a lost connection, or a reply of the wrong type.
+func checkReply(r *request) ([]byte, error) {
+	if r.res.err != nil {
+		return nil, r.res.err
+	}
+	m := r.res.msg
 	switch m.Type {
 	case msgError:
 		return nil, daemonError(m.Payload)
@@ -191,11 +223,12 @@ func (c *conn) readLoop() {
 			continue
 		}
 		c.mu.Lock()
-		ch, ok := c.pending[m.ReqID]
+		r, ok := c.pending[m.ReqID]
 		delete(c.pending, m.ReqID)
 		c.mu.Unlock()
 		if ok {
-			ch <- result{msg: m}
+			r.res = result{msg: m}
+			r.done.complete()
 		}
 	}
 }
@@ -217,9 +250,10 @@ func (c *conn) failLocked(err error) {
 	}
 	c.err = err
 	c.rwc.Close()
-	for id, ch := range c.pending {
-		ch <- result{err: err}
+	for id, r := range c.pending {
 		delete(c.pending, id)
+		r.res = result{err: err}
+		r.done.complete()
 	}
 	c.queue, c.bounds = nil, nil
 	close(c.done)
