@@ -3,6 +3,7 @@ package xenstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 )
 
@@ -101,7 +102,7 @@ func (b *Batch) Run(ctx context.Context) error {
 	if err != nil {
 		return opError(b.reqs[0].t, b.reqs[0].path, err)
 	}
-	if err := cn.send(b.reqs); err != nil {
+	if err := cn.send(ctx, b.reqs); err != nil {
 		return opError(b.reqs[0].t, b.reqs[0].path, err)
 	}
 	if err := cn.wait(ctx, b.reqs); err != nil {
@@ -109,6 +110,10 @@ func (b *Batch) Run(ctx context.Context) error {
 	}
 	var errs []error
 	for i, r := range b.reqs {
+		if r.res.err != nil {
+			// The connection broke: the same error for every request.
+			return opError(r.t, r.path, fmt.Errorf("batch of %d requests: %w", len(b.reqs), r.res.err))
+		}
 		p, err := checkReply(r)
 		if b.oks[i] != 0 && errors.Is(err, b.oks[i]) {
 			err = nil

@@ -228,7 +228,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	for i, w := range ws {
 		reqs[i] = &request{t: msgWatch, path: w.path, parts: [][]byte{cstr(w.path), cstr(w.token)}}
 	}
-	if err := cn.send(reqs); err != nil {
+	if err := cn.send(ctx, reqs); err != nil {
 		return nil, fmt.Errorf("xenstore: connect: %w", err)
 	}
 	if err := cn.wait(ctx, reqs); err != nil {

@@ -679,6 +679,21 @@ func TestContextCancel(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled read: %v, want Canceled", err)
 	}
+	// A batch too big for the socket buffer, to a daemon that does not
+	// read: the write itself gives up when the context ends, and the
+	// connection, now holding part of a message, is dropped.
+	b := c.Batch()
+	for i := range 4000 {
+		b.Write(fmt.Sprintf("/flood/%d", i), bytes.Repeat([]byte("x"), 4000))
+	}
+	short, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+	t0 := time.Now()
+	err = b.Run(short)
+	cancel()
+	t.Logf("stuck batch gave up after %v: %v", time.Since(t0), err)
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, xenstore.ErrConnectionLost) {
+		t.Fatalf("stuck batch: %v", err)
+	}
 	resume()
 	// The late replies to the abandoned reads are dropped, not handed to
 	// the next caller.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // result is what a request gets back: the reply message or why none came.
@@ -86,7 +87,14 @@ func (c *conn) broken() error {
 // any others that arrive meanwhile) in as few writes as the transport
 // allows. On success every request will get its result; wait for them
 // with wait.
-func (c *conn) send(reqs []*request) error {
+//
+// A write that cannot go through (the daemon stopped reading and the
+// socket buffer is full) is abandoned when ctx ends; the connection is then
+// broken, as part of a message may have gone out.
+func (c *conn) send(ctx context.Context, reqs []*request) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	g := &group{ch: make(chan struct{})}
 	g.left.Store(int32(len(reqs)))
 	c.mu.Lock()
@@ -118,7 +126,7 @@ func (c *conn) send(reqs []*request) error {
 		c.queue, c.bounds = c.spare[:0], nil
 		c.spare = nil
 		c.mu.Unlock()
-		err := c.write(buf, bounds)
+		err := c.write(ctx, buf, bounds)
 		c.mu.Lock()
 		if cap(buf) <= 64<<10 {
 			c.spare = buf[:0]
@@ -132,7 +140,33 @@ func (c *conn) send(reqs []*request) error {
 	return nil
 }
 
-func (c *conn) write(buf []byte, bounds []int) error {
+// deadliner is a transport whose writes can be interrupted.
+type deadliner interface {
+	SetWriteDeadline(t time.Time) error
+}
+
+func (c *conn) write(ctx context.Context, buf []byte, bounds []int) error {
+	if d, ok := c.rwc.(deadliner); ok && ctx.Done() != nil {
+		var mu sync.Mutex
+		written := false
+		stop := context.AfterFunc(ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !written {
+				d.SetWriteDeadline(time.Unix(1, 0)) // in the past: the write returns
+			}
+		})
+		defer func() {
+			if !stop() {
+				// The deadline may have been set: clear it for the
+				// next write.
+				mu.Lock()
+				written = true
+				d.SetWriteDeadline(time.Time{})
+				mu.Unlock()
+			}
+		}()
+	}
 	if !c.perWrite {
 		_, err := c.rwc.Write(buf)
 		return err
@@ -180,7 +214,7 @@ func (c *conn) wait(ctx context.Context, reqs []*request) error {
 // XS_ERROR becomes the daemon's error.
 func (c *conn) roundTrip(ctx context.Context, r *request) ([]byte, error) {
 	reqs := []*request{r}
-	if err := c.send(reqs); err != nil {
+	if err := c.send(ctx, reqs); err != nil {
 		return nil, err
 	}
 	if err := c.wait(ctx, reqs); err != nil {
