@@ -33,6 +33,9 @@ const sizeForms = "a number of bytes, or a number followed by K, M, G, KB, MB, G
 // Unlike Python's int(), signs and digit separators are refused.
 func ParseSize(s string) (int64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
+	if t == "" {
+		return 0, fmt.Errorf("invalid size %q: empty; give %s", s, sizeForms)
+	}
 	num, mult := t, int64(1)
 	if !allDigits(t) {
 		found := false
@@ -41,6 +44,9 @@ func ParseSize(s string) (int64, error) {
 				num, mult, found = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult, true
 				break
 			}
+		}
+		if !found && t[len(t)-1] >= '0' && t[len(t)-1] <= '9' {
+			return 0, fmt.Errorf("invalid size %q: %q is not a whole number; give %s", s, t, sizeForms)
 		}
 		if !found {
 			return 0, fmt.Errorf("invalid size %q: unknown unit; give %s", s, sizeForms)
