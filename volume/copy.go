@@ -53,9 +53,10 @@ type Result struct {
 	Copied int64
 }
 
-// copyChunk bounds one copy_file_range or read/write step, so that
-// cancellation and progress are checked at least this often.
-const copyChunk = 32 * MiB
+// copyChunk bounds one copy_file_range or read/write step: cancellation
+// and progress are checked this often, and each chunk goes to writeback
+// as soon as it is copied.
+const copyChunk = 8 * MiB
 
 // Copy copies the image src to dst, which must not exist yet. It clones with
 // reflink where the filesystem can (same filesystem, XFS with reflink,
@@ -214,6 +215,13 @@ func copyExtents(ctx context.Context, in, out *os.File, size int64, readWrite bo
 		method = ReadWrite
 	}
 	ifd, ofd := int(in.Fd()), int(out.Fd())
+	// The source is read sequentially (a larger readahead window), and each
+	// chunk copied is handed to writeback at once (sync_file_range WRITE
+	// starts it without waiting), so the device writes while the copy goes
+	// on and the final fsync has little left to do. Both are hints: their
+	// errors are ignored; the fsync in commit makes the copy durable.
+	// (Explicit FADV_WILLNEED of the next chunk measured slower.)
+	unix.Fadvise(ifd, 0, 0, unix.FADV_SEQUENTIAL)
 	var buf []byte
 	var copied int64
 	err := dataExtents(ifd, size, func(start, end int64) error {
@@ -235,6 +243,9 @@ func copyExtents(ctx context.Context, in, out *os.File, size int64, readWrite bo
 					buf = make([]byte, 1*MiB)
 				}
 				w, err = readWriteRange(in, out, pos, n, buf)
+			}
+			if w > 0 {
+				unix.SyncFileRange(ofd, pos, w, unix.SYNC_FILE_RANGE_WRITE)
 			}
 			pos += w
 			copied += w
