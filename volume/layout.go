@@ -122,6 +122,9 @@ type VM struct {
 // Info is what `qvm-volume info VM:VOLUME` shows about a volume, with
 // Qubes' meaning for each field.
 type Info struct {
+	// Name is the volume's name in its VM (root, private, ...); it is not
+	// one of qvm-volume info's rows.
+	Name string
 	Pool string // FilePool, or KernelPool for the kernel volume
 	// VID identifies the volume in its pool: "vm-templates/NAME/VOLUME" for
 	// a TemplateVM, "appvms/NAME/VOLUME" for the others, the kernel
@@ -224,7 +227,7 @@ func Describe(vm VM, volume string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("volume %s:%s: %w", vm.Name, volume, err)
 	}
-	in := Info{RW: spec.RW, SnapOnStart: spec.SnapOnStart, SaveOnStop: spec.SaveOnStop}
+	in := Info{Name: volume, RW: spec.RW, SnapOnStart: spec.SnapOnStart, SaveOnStop: spec.SaveOnStop}
 	switch {
 	case volume == Kernel:
 		in.Pool, in.VID = KernelPool, vm.Kernel
@@ -276,4 +279,48 @@ func snapshotSource(vm VM, volume string) (*VM, error) {
 		}
 	}
 	return nil, fmt.Errorf("volume %s:%s is a snapshot of its template's, but %s (%s) has no template", vm.Name, volume, vm.Name, vm.Class)
+}
+
+// DescribeAll gathers Info for every volume of vm, in disk order (what
+// `qvm-volume list VM` shows); nil for dom0, which has none.
+func DescribeAll(vm VM) ([]Info, error) {
+	specs, err := Layout(vm.Class)
+	if err != nil {
+		return nil, fmt.Errorf("volumes of %s: %w", vm.Name, err)
+	}
+	infos := make([]Info, 0, len(specs))
+	for _, s := range specs {
+		in, err := Describe(vm, s.Name)
+		if err != nil {
+			return nil, err
+		}
+		infos = append(infos, in)
+	}
+	return infos, nil
+}
+
+// ResizeVolume grows a volume of vm to newSize bytes, as
+// `qvm-volume resize VM:VOLUME SIZE` does: only the VM's own writable images
+// can be resized (not the kernel, not a snapshot of the template's volume),
+// and only upwards (see Resize).
+func ResizeVolume(vm VM, volume string, newSize int64) error {
+	spec, err := specOf(vm.Class, volume)
+	if err != nil {
+		return fmt.Errorf("resize volume %s:%s: %w", vm.Name, volume, err)
+	}
+	switch {
+	case !spec.RW:
+		return fmt.Errorf("resize volume %s:%s: it is read-only (a kernel volume has no size of its own)", vm.Name, volume)
+	case spec.SnapOnStart:
+		tpl := "its template"
+		if src, err := snapshotSource(vm, volume); err == nil {
+			tpl = src.Name
+		}
+		return fmt.Errorf("resize volume %s:%s: it is a snapshot of %s's %s volume, taken at each start; "+
+			"resize that instead: qvm-volume resize %s:%s SIZE", vm.Name, volume, tpl, volume, tpl, volume)
+	}
+	if err := Resize(ImagePath(vm.Dir, volume), newSize); err != nil {
+		return fmt.Errorf("resize volume %s:%s: %w", vm.Name, volume, err)
+	}
+	return nil
 }

@@ -164,3 +164,45 @@ func TestDescribeErrors(t *testing.T) {
 		t.Errorf("absent volatile: %+v, %v", in, err)
 	}
 }
+
+// TestDescribeAll lists every volume in disk order.
+func TestDescribeAll(t *testing.T) {
+	_, app, _, _ := qubes(t)
+	infos, err := DescribeAll(*app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, in := range infos {
+		got = append(got, in.Pool+":"+in.VID+"="+in.Name)
+	}
+	want := "[varlibqubes:appvms/work/root=root varlibqubes:appvms/work/private=private varlibqubes:appvms/work/volatile=volatile linux-kernel:6.6.48-1.fc37=kernel]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("DescribeAll = %v\n want %s", got, want)
+	}
+	if infos, err := DescribeAll(VM{Name: "dom0", Class: AdminVM}); err != nil || len(infos) != 0 {
+		t.Errorf("dom0: %v, %v", infos, err)
+	}
+}
+
+// TestResizeVolume applies qvm-volume resize's rules before growing.
+func TestResizeVolume(t *testing.T) {
+	tpl, app, _, sa := qubes(t)
+	if err := ResizeVolume(*sa, Root, 20*GiB); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := Describe(*sa, Root); in.Size != 20*GiB || in.Usage != 0 {
+		t.Errorf("win10:root after resize: size %d usage %d", in.Size, in.Usage)
+	}
+	wantErrContains(t, ResizeVolume(*sa, Root, 10*GiB), "win10:root", "refusing to shrink")
+	wantErrContains(t, ResizeVolume(*app, Root, 20*GiB), "work:root", "snapshot of debian-12's root",
+		"qvm-volume resize debian-12:root SIZE")
+	wantErrContains(t, ResizeVolume(*app, Kernel, 20*GiB), "work:kernel", "read-only")
+	wantErrContains(t, ResizeVolume(*app, "swap", 20*GiB), `no volume "swap"`)
+	if in, _ := Describe(*tpl, Root); in.Size != DefaultRootSize {
+		t.Errorf("template root changed to %d", in.Size)
+	}
+	if err := ResizeVolume(*app, Private, 4*GiB); err != nil {
+		t.Error(err)
+	}
+}
