@@ -41,9 +41,9 @@ func scratchFS(t *testing.T, ft loopfs.Type, size int64) *loopfs.FS {
 type extent struct{ Off, Len int64 }
 
 // testLayout is a sparse image of 96 MiB apparent size holding about 42 MiB
-// of data in five extents: one at the start, one much larger than copyChunk (so
-// a copy takes several steps), a small one off a page boundary, and one that
-// ends the file.
+// of data in five extents: one at the start, one much larger than copyChunk
+// (so a copy takes several steps), a small one off a page boundary, and one
+// that ends the file.
 var testLayout = struct {
 	size    int64
 	extents []extent
