@@ -251,3 +251,56 @@ func writeImage(t *testing.T, path string, size int64) {
 	f.Truncate(size)
 	f.Close()
 }
+
+func TestVolumeInfoAndResize(t *testing.T) {
+	e := seedSetup(t)
+	got := e.ok("qvm-volume", "info", "my-new-vm:root")
+	want := `pool               varlibqubes
+vid                appvms/my-new-vm/root
+rw                 True
+source             
+save_on_stop       True
+snap_on_start      False
+size               10737418240
+usage              0
+revisions_to_keep  0
+ephemeral          False
+is_outdated        False
+List of available revisions (for revert):
+  none
+`
+	if got != want {
+		t.Errorf("qvm-volume info:\n%s\nwant:\n%s", got, want)
+	}
+	if got := e.ok("qvm-volume", "info", "sys-firewall:root", "source"); got != "vm-templates/fedora/root\n" {
+		t.Errorf("AppVM root source = %q", got)
+	}
+	// Grow, sparse: the size changes, the allocation does not.
+	e.ok("qvm-volume", "resize", "my-new-vm:root", "40GiB")
+	if got := e.ok("qvm-volume", "info", "my-new-vm:root", "size"); got != "42949672960\n" {
+		t.Errorf("size after resize = %q", got)
+	}
+	if got := e.ok("qvm-volume", "info", "my-new-vm:root", "usage"); got != "0\n" {
+		t.Errorf("usage after resize = %q", got)
+	}
+	for _, c := range []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"qvm-volume", "resize", "my-new-vm:root", "1GiB"}, "refusing to shrink"},
+		{[]string{"qvm-volume", "resize", "sys-firewall:root", "20GiB"}, "resize that instead: qvm-volume resize fedora:root"},
+		{[]string{"qvm-volume", "resize", "my-new-vm:root", "lots"}, "size \"lots\""},
+		{[]string{"qvm-volume", "resize", "my-new-vm:swap", "1GiB"}, "no volume \"swap\""},
+		{[]string{"qvm-volume", "resize", "nope:root", "1GiB"}, "no such VM"},
+		{[]string{"qvm-volume", "info", "my-new-vm:root", "colour"}, "no such property"},
+	} {
+		before := e.snapshot()
+		r := e.run(c.argv...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", c.argv, r.code, r.stderr, c.want)
+		}
+		if e.snapshot() != before {
+			t.Errorf("%v changed the state", c.argv)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/google/uuid"
 
@@ -52,18 +51,6 @@ func runClone(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.NewVMDir(d.Name, d.Class); err != nil {
-			return err
-		}
-		for vol := range volumeSizes(d.Class) {
-			from := imagePath(st, sv.Def(), vol)
-			if _, err := os.Stat(from); err != nil {
-				return fmt.Errorf("%s's %s image: %w", src, vol, err)
-			}
-			if err := copyImage(ctx, from, imagePath(st, d, vol)); err != nil {
-				return fmt.Errorf("copy %s's %s image: %w", src, vol, err)
-			}
-		}
-		return nil
+		return makeImages(ctx, a, tx, d, sv, nil)
 	})
 }

@@ -3,131 +3,85 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/volume"
 )
 
-const gib = int64(1) << 30
-
-// volumeSizes are Qubes' default image sizes per class.
-func volumeSizes(c vm.Class) map[string]int64 {
-	switch c {
-	case vm.TemplateVM, vm.StandaloneVM:
-		return map[string]int64{"root": 10 * gib, "private": 2 * gib, "volatile": 10 * gib}
-	case vm.AppVM:
-		return map[string]int64{"private": 2 * gib, "volatile": 10 * gib}
-	case vm.DispVM:
-		return map[string]int64{"volatile": 12 * gib}
-	}
-	return nil
-}
-
 // imagePath is a VM's image file for a volume.
-func imagePath(st *store.Store, d *vm.Definition, volume string) string {
-	return filepath.Join(st.VMDir(d.Name, d.Class), volume+".img")
+func imagePath(st *store.Store, d *vm.Definition, vol string) string {
+	return volume.ImagePath(st.VMDir(d.Name, d.Class), vol)
 }
 
 // makeImages creates a new VM's directory and images inside the store
-// change: copies of src's root and private when src is given, the root
-// import when given, sparse empty images otherwise. Every file is
-// removed if the change does not commit.
+// change: copies of src's saved volumes when src is given (clone, or a
+// standalone from a template), the root import when given, sparse empty
+// images otherwise. If the change does not commit, every file made goes
+// and a moved-in root image goes back where it was.
 func makeImages(ctx context.Context, a *app, tx *store.Tx, d *vm.Definition, src *vm.View, root *rootImport) error {
-	st := tx.Store()
-	if _, err := tx.NewVMDir(d.Name, d.Class); err != nil {
+	dir, err := tx.NewVMDir(d.Name, d.Class)
+	if err != nil {
 		return err
 	}
-	for vol, size := range volumeSizes(d.Class) {
-		path := imagePath(st, d, vol)
-		switch {
-		case vol == "root" && root != nil:
-			if err := importRoot(tx, root, path, size); err != nil {
-				return err
+	sources := map[string]volume.Source{}
+	if src != nil {
+		if sources, err = volume.CloneSources(string(src.Class()), tx.Store().VMDir(src.Name(), src.Class())); err != nil {
+			return err
+		}
+		for vol, s := range sources {
+			if _, err := os.Stat(s.Path); err != nil {
+				return fmt.Errorf("%s's %s image: %w", src.Name(), vol, err)
 			}
-		case src != nil && (vol == "root" || vol == "private"):
-			from := imagePath(st, src.Def(), vol)
-			if err := copyImage(ctx, from, path); err != nil {
-				return fmt.Errorf("copy %s's %s image: %w", src.Name(), vol, err)
-			}
-		default:
-			if err := createSparse(path, size); err != nil {
-				return err
-			}
+		}
+	}
+	if root != nil {
+		kind := volume.CopyFile
+		if root.move && sameFilesystem(root.path, dir) {
+			kind = volume.MoveFile
+		}
+		sources[volume.Root] = volume.Source{Path: root.path, Kind: kind}
+	}
+	if err := volume.Provision(ctx, dir, string(d.Class), sources, volume.WithProgress(a.stderr)); err != nil {
+		return err
+	}
+	if root == nil {
+		return nil
+	}
+	dst := volume.ImagePath(dir, volume.Root)
+	if sources[volume.Root].Kind == volume.MoveFile {
+		tx.OnAbort(func() {
+			os.Truncate(dst, root.size)
+			os.Rename(dst, root.path)
+		})
+	} else if root.move {
+		// Across filesystems the image was copied; the original goes
+		// only once the VM exists.
+		tx.AfterCommit(func() { os.Remove(root.path) })
+	}
+	// As Qubes: an imported root smaller than the default is grown to it.
+	if root.size < volume.DefaultRootSize {
+		if err := volume.Resize(dst, volume.DefaultRootSize); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func createSparse(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("create image %s: %w", path, err)
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return fmt.Errorf("create image %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-// importRoot moves or copies a root image in, grown to at least size.
-func importRoot(tx *store.Tx, r *rootImport, dst string, size int64) error {
-	if r.move {
-		if err := os.Rename(r.path, dst); err == nil {
-			tx.OnAbort(func() {
-				os.Truncate(dst, r.size)
-				os.Rename(dst, r.path)
-			})
-		} else {
-			if err := copyImage(context.Background(), r.path, dst); err != nil {
-				return fmt.Errorf("--root-move-from %s: %w", r.path, err)
-			}
-			tx.AfterCommit(func() { os.Remove(r.path) })
-		}
-	} else if err := copyImage(context.Background(), r.path, dst); err != nil {
-		return fmt.Errorf("--root-copy-from %s: %w", r.path, err)
-	}
-	if r.size < size {
-		if err := os.Truncate(dst, size); err != nil {
-			return fmt.Errorf("grow root image %s: %w", dst, err)
-		}
-	}
-	return nil
-}
-
-func copyImage(ctx context.Context, from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+func sameFilesystem(a, b string) bool {
+	var sa, sb unix.Stat_t
+	return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev
 }
 
 // diskUsageOf reads the size and allocated bytes of a VM's images.
-func diskUsageOf(c *cmdline, v *vm.View) diskUsage {
-	st, err := c.openStore()
-	if err != nil {
-		return nil
-	}
+func diskUsageOf(st *store.Store, v *vm.View) diskUsage {
 	du := diskUsage{}
-	for vol := range volumeSizes(v.Class()) {
-		var s unix.Stat_t
-		if err := unix.Stat(imagePath(st, v.Def(), vol), &s); err == nil {
-			du[vol] = struct{ size, usage int64 }{s.Size, s.Blocks * 512}
+	for _, vol := range volume.FileVolumes() {
+		if u, err := volume.Stat(imagePath(st, v.Def(), vol)); err == nil {
+			du[vol] = struct{ size, usage int64 }{u.Size, u.Allocated}
 		}
 	}
 	return du

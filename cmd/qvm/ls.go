@@ -106,7 +106,7 @@ func runLs(ctx context.Context, a *app, args []string) error {
 	if disk {
 		format = "disk"
 	}
-	_, sys, err := c.loadSystem()
+	st, sys, err := c.loadSystem()
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func runLs(ctx context.Context, a *app, args []string) error {
 	for _, v := range views {
 		var du diskUsage
 		if needDisk {
-			du = diskUsageOf(c, v)
+			du = diskUsageOf(st, v)
 		}
 		row := make([]string, len(heads))
 		for i, h := range heads {

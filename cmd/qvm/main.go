@@ -44,6 +44,7 @@ func verbs() []verb {
 		{name: "ls", summary: "list VMs (-n: network settings; --format json)", run: runLs},
 		{name: "clone", summary: "copy a VM under a new name", run: runClone},
 		{name: "remove", summary: "remove VMs and their images", run: runRemove},
+		{name: "volume", summary: "volume info, list and resize (grow only)", run: runVolume},
 		{name: "features", summary: "list, get, set or unset a VM's features", run: runFeatures},
 		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
 	}
