@@ -269,3 +269,20 @@ func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
 		return nil, fmt.Errorf("waiting for the store lock (another qvm command is changing %s): %w", s.dir, ctx.Err())
 	}
 }
+
+// Locked runs fn on the current system under the writer lock without
+// changing the store: for operations (such as starting a VM) that must
+// not overlap a change of the definitions they read.
+func (s *Store) Locked(ctx context.Context, host vm.Host, fn func(sys *vm.System) error) error {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	sys, err := s.Load()
+	if err != nil {
+		return err
+	}
+	sys.Host = host
+	return fn(sys)
+}
