@@ -27,7 +27,10 @@ import (
 //
 //	QVM_TEST_XEN=1             run these tests (as root, in dom0)
 //	QVM_TEST_XEN_KERNEL=PATH   a guest kernel with PV and PVH entry points (required)
-//	QVM_TEST_XEN_RAMDISK=PATH  an initramfs whose /init powers the guest off (required)
+//	QVM_TEST_XEN_RAMDISK=PATH  an initramfs whose /init powers the guest off at once,
+//	                           or, with qvm.stay=1 on the kernel command line, keeps
+//	                           running until asked to shut down (its /sbin/poweroff
+//	                           must power off) (required)
 //	QVM_TEST_XEN_CMDLINE=TEXT  the guest kernel command line (default "console=hvc0")
 //	QVM_TEST_XEN_HVM=1         also run the HVM tests (device model in dom0)
 //	QVM_TEST_XEN_ISO=PATH      an image for the CD-ROM test (default: a temp file)
@@ -88,7 +91,12 @@ func openXen(t *testing.T) (*Context, *logBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		c.Close()
+		if t.Failed() {
+			t.Logf("libxl log:\n%s", lb.String())
+		}
+	})
 	return c, lb
 }
 
@@ -199,7 +207,11 @@ func TestXenPVLifecycle(t *testing.T) {
 				r, err := c.WaitDeath(ctx, id)
 				done <- result{r, err}
 			}()
-			if d, err := c.DomainInfo(ctx, id); err != nil || d.Name != cfg.Name || d.UUID != cfg.UUID || d.Type != ty {
+			wantType := ty
+			if ty == PVH {
+				wantType = HVM // Xen reports PVH domains as HVM
+			}
+			if d, err := c.DomainInfo(ctx, id); err != nil || d.Name != cfg.Name || d.UUID != cfg.UUID || d.Type != wantType {
 				t.Fatalf("DomainInfo(%d) = %+v, %v", id, d, err)
 			}
 			if err := c.Pause(ctx, id); err != nil {
@@ -299,6 +311,58 @@ func TestXenShutdownTimeout(t *testing.T) {
 	}
 }
 
+// TestXenCleanShutdown: a running guest asked to shut down does so before
+// the timeout, and is gone afterwards.
+func TestXenCleanShutdown(t *testing.T) {
+	e := requireXen(t)
+	c, _ := openXen(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := testDomain(e, PV, "qvm-test-clean")
+	cfg.Cmdline = e.cmdline + " qvm.stay=1"
+	cleanupDomain(t, c, cfg.Name)
+	id, err := c.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forced, err := c.Shutdown(ctx, id, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if forced {
+		t.Fatal("the guest had to be destroyed: it did not act on the shutdown request")
+	}
+	if _, err := c.DomainInfo(ctx, id); !errors.Is(err, ErrNoDomain) {
+		t.Fatalf("domain %d still there after Shutdown: %v", id, err)
+	}
+}
+
+// TestXenCreateCancel: cancelling Create part way aborts it and leaves no
+// domain behind.
+func TestXenCreateCancel(t *testing.T) {
+	e := requireXen(t)
+	c, _ := openXen(t)
+	cfg := testDomain(e, PV, "qvm-test-cancel")
+	cleanupDomain(t, c, cfg.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	id, err := c.Create(ctx, cfg)
+	if err == nil {
+		// The host was quicker than the deadline: nothing to abort.
+		t.Logf("Create finished within 50ms (domain %d); destroying it", id)
+		if err := c.Destroy(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Create = %v, want DeadlineExceeded", err)
+	}
+	if _, err := c.DomainID(context.Background(), cfg.Name); !errors.Is(err, ErrNoDomain) {
+		t.Fatalf("a cancelled Create left domain %s behind (%v)", cfg.Name, err)
+	}
+}
+
 // TestXenCreateFailureLeavesNothing: a config libxl cannot build leaves
 // no domain behind.
 func TestXenCreateFailureLeavesNothing(t *testing.T) {
@@ -319,8 +383,10 @@ func TestXenCreateFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestXenHVMCDROM: an HVM domain with an empty CD-ROM drive; insert and
-// eject through libxl.
+// TestXenHVMCDROM: an HVM domain (device model in dom0) started with a
+// medium in its CD-ROM drive; eject and insert through libxl. (A drive
+// that starts empty cannot take a medium with Xen 4.17 and QEMU 7.2: see
+// Disk.CDROM.)
 func TestXenHVMCDROM(t *testing.T) {
 	e := requireXen(t)
 	if !e.hvm {
@@ -341,28 +407,41 @@ func TestXenHVMCDROM(t *testing.T) {
 	}
 	cfg := &DomainConfig{
 		Name: "qvm-test-hvm", UUID: NewUUID(), Type: HVM, VCPUs: 1, MemoryMiB: 256,
-		Kernel: e.kernel, Ramdisk: e.ramdisk, Cmdline: e.cmdline,
+		Kernel: e.kernel, Ramdisk: e.ramdisk, Cmdline: e.cmdline + " qvm.stay=1",
 		HVM:   HVMConfig{ACPI: true, APIC: true, PAE: true, VGA: VGANone, Keymap: "en-us", Boot: "dc"},
-		Disks: []Disk{{Vdev: "hdc", CDROM: true}},
+		Disks: []Disk{{Vdev: "hdc", CDROM: true, Target: iso}},
 	}
 	cleanupDomain(t, c, cfg.Name)
 	id, err := c.Create(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Pause(ctx, id); err != nil {
+	if d, err := c.DomainInfo(ctx, id); err != nil || d.Type != HVM {
+		t.Fatalf("DomainInfo(%d) = %+v, %v", id, d, err)
+	}
+	if err := c.CDROMEject(ctx, id, "hdc"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.CDROMInsert(ctx, id, "hdc", iso); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CDROMEject(ctx, id, "hdc"); err != nil {
-		t.Fatal(err)
-	}
 	if err := c.CDROMInsert(ctx, id, "hdc", filepath.Join(t.TempDir(), "missing.iso")); err == nil {
 		t.Fatal("inserting a missing image succeeded")
 	}
-	if err := c.Destroy(ctx, id); err != nil {
+	if err := c.CDROMEject(ctx, id, "hdc"); err != nil {
 		t.Fatal(err)
+	}
+	if err := c.Pause(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.DomainInfo(ctx, id); err != nil || d.State != StatePaused {
+		t.Fatalf("after Pause: %+v, %v", d, err)
+	}
+	forced, err := c.Shutdown(ctx, id, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !forced {
+		t.Fatal("a paused HVM guest shut down by itself")
 	}
 }
