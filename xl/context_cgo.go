@@ -181,8 +181,8 @@ func Open(ctx context.Context, logger *slog.Logger) (*Context, error) {
 	return c, nil
 }
 
-// Close stops the event loop and frees the libxl context. Waits in
-// progress return an error.
+// Close stops the event loop and frees the libxl context. Call it only
+// when no other call on c is running.
 func (c *Context) Close() error {
 	c.closeOnce.Do(func() {
 		_, _ = c.stopW.Write([]byte{1})
