@@ -64,7 +64,6 @@ const (
 	evDomainShutdown    = 1 // LIBXL_EVENT_TYPE_DOMAIN_SHUTDOWN
 	evDomainDeath       = 2 // LIBXL_EVENT_TYPE_DOMAIN_DEATH
 	evOperationComplete = 4 // LIBXL_EVENT_TYPE_OPERATION_COMPLETE
-	errTimedOut         = -9
 )
 
 func (cb *callbacks) register() (uint64, chan domEvent) {
@@ -73,6 +72,9 @@ func (cb *callbacks) register() (uint64, chan domEvent) {
 	cb.next++
 	ch := make(chan domEvent, 8)
 	cb.waiters[cb.next] = ch
+	if cb.broken {
+		ch <- domEvent{kind: -1} // no event will ever come: fail the wait
+	}
 	return cb.next, ch
 }
 
