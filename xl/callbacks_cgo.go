@@ -34,9 +34,9 @@ func qvmLogMessage(h C.uintptr_t, level C.int, errnoval C.int, context_ *C.char,
 }
 
 //export qvmEvent
-func qvmEvent(h C.uintptr_t, typ C.int, domid C.uint32_t, forUser C.uint64_t, reason C.int) {
+func qvmEvent(h C.uintptr_t, typ C.int, domid C.uint32_t, forUser C.uint64_t, detail C.int) {
 	cb := cgo.Handle(h).Value().(*callbacks)
-	cb.deliver(domEvent{kind: int(typ), domid: uint32(domid), token: uint64(forUser), reason: int(reason)})
+	cb.deliver(domEvent{kind: int(typ), domid: uint32(domid), token: uint64(forUser), detail: int(detail)})
 }
 
 //export qvmEventDisaster

@@ -51,17 +51,19 @@ type callbacks struct {
 	broken  bool
 }
 
-// domEvent is a libxl event for a waiter.
+// domEvent is a libxl event for a waiter; kind -1 means the event
+// machinery failed or the Context was closed.
 type domEvent struct {
 	kind   int // libxl_event_type
 	domid  uint32
 	token  uint64
-	reason int // Xen shutdown code, for DOMAIN_SHUTDOWN
+	detail int // Xen's shutdown code (DOMAIN_SHUTDOWN) or the libxl rc (OPERATION_COMPLETE)
 }
 
 const (
-	evDomainShutdown = 1 // LIBXL_EVENT_TYPE_DOMAIN_SHUTDOWN
-	evDomainDeath    = 2 // LIBXL_EVENT_TYPE_DOMAIN_DEATH
+	evDomainShutdown    = 1 // LIBXL_EVENT_TYPE_DOMAIN_SHUTDOWN
+	evDomainDeath       = 2 // LIBXL_EVENT_TYPE_DOMAIN_DEATH
+	evOperationComplete = 4 // LIBXL_EVENT_TYPE_OPERATION_COMPLETE
 )
 
 func (cb *callbacks) register() (uint64, chan domEvent) {
@@ -70,6 +72,9 @@ func (cb *callbacks) register() (uint64, chan domEvent) {
 	cb.next++
 	ch := make(chan domEvent, 8)
 	cb.waiters[cb.next] = ch
+	if cb.broken {
+		ch <- domEvent{kind: -1} // no event will ever come: fail the wait
+	}
 	return cb.next, ch
 }
 
@@ -178,8 +183,8 @@ func Open(ctx context.Context, logger *slog.Logger) (*Context, error) {
 	return c, nil
 }
 
-// Close stops the event loop and frees the libxl context. Waits in
-// progress return an error.
+// Close stops the event loop and frees the libxl context. Call it only
+// when no other call on c is running.
 func (c *Context) Close() error {
 	c.closeOnce.Do(func() {
 		_, _ = c.stopW.Write([]byte{1})
@@ -200,9 +205,8 @@ func (c *Context) Close() error {
 // Create creates the domain described by cfg and unpauses it, returning
 // its domid. On failure nothing is left behind: a partly built domain is
 // destroyed. Unless a PCI device has NoStrictReset, devices without a
-// reset method are refused first (see CheckPCIReset). libxl's create runs
-// to completion once started (up to about a minute with a stubdomain);
-// ctx is checked before it starts.
+// reset method are refused first (see CheckPCIReset). Cancelling ctx
+// aborts the creation (libxl_ao_abort) and destroys what was built.
 func (c *Context) Create(ctx context.Context, cfg *DomainConfig) (uint32, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -222,9 +226,28 @@ func (c *Context) Create(ctx context.Context, cfg *DomainConfig) (uint32, error)
 		return 0, err
 	}
 	defer C.qvm_config_free(cc)
+	// libxl writes the domid while the operation runs: C memory.
+	domidp := (*C.uint32_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uint32_t(0)))))
+	defer C.free(unsafe.Pointer(domidp))
+	*domidp = domidInvalid
 
-	domid := C.uint32_t(domidInvalid)
-	rc := C.libxl_domain_create_new(c.ctx, cc, &domid, nil, nil)
+	// cc and *domidp stay in use until the operation has completed, which
+	// finish waits for (it runs before the frees above).
+	op := c.newAsyncOp()
+	defer op.finish()
+	op.started(C.qvm_create_async(c.ctx, cc, domidp, C.uint64_t(op.token)))
+	rc, werr := op.wait(ctx)
+	if werr != nil {
+		op.finish()
+		err := fmt.Errorf("create domain %s: %w", cfg.Name, werr)
+		if id := uint32(*domidp); id != domidInvalid && id != 0 {
+			if derr := c.destroyIfPresent(id); derr != nil {
+				return 0, errors.Join(err, fmt.Errorf("clean up half-created domain %d: %w", id, derr))
+			}
+		}
+		return 0, err
+	}
+	domid := *domidp
 	if rc != 0 {
 		err := fmt.Errorf("create domain %s: %w", cfg.Name, libxlErr("libxl_domain_create_new", rc))
 		if domid != domidInvalid && domid != 0 {
@@ -430,7 +453,8 @@ func (c *Context) CheckType(ctx context.Context, t DomainType) error {
 }
 
 // CDROMInsert puts the image target into the CD-ROM drive vdev of the
-// running HVM domain domid (libxl_cdrom_insert).
+// running HVM domain domid (libxl_cdrom_insert). See Disk.CDROM for a
+// limitation with drives that started empty.
 func (c *Context) CDROMInsert(ctx context.Context, domid uint32, vdev, target string) error {
 	if target == "" {
 		return fmt.Errorf("domain %d: insert into %s: no image given (use CDROMEject to empty the drive)", domid, vdev)
@@ -559,7 +583,7 @@ func (c *Context) WaitShutdown(ctx context.Context, domid uint32) (ShutdownReaso
 		return "", fmt.Errorf("wait for domain %d to shut down: %w", domid, err)
 	}
 	if ev.kind == evDomainShutdown {
-		return shutdownReasonFromXen(ev.reason), nil
+		return shutdownReasonFromXen(ev.detail), nil
 	}
 	return ReasonDestroyed, nil
 }
@@ -583,7 +607,7 @@ func (c *Context) WaitDeath(ctx context.Context, domid uint32) (ShutdownReason, 
 		}
 		switch ev.kind {
 		case evDomainShutdown:
-			reason = shutdownReasonFromXen(ev.reason)
+			reason = shutdownReasonFromXen(ev.detail)
 			c.cb.log.Info("domain shut down, destroying it", "domid", domid, "reason", string(reason))
 			if err := c.destroyIfPresent(domid); err != nil {
 				return reason, fmt.Errorf("domain %d shut down (%s) but destroying it failed: %w", domid, reason, err)
@@ -605,34 +629,50 @@ func (c *Context) Shutdown(ctx context.Context, domid uint32, timeout time.Durat
 	}
 	defer w.close()
 
-	rc := C.libxl_domain_shutdown(c.ctx, C.uint32_t(domid), nil)
-	if rc == errNoParavirt {
+	// libxl_domain_shutdown waits up to a minute for the guest to
+	// acknowledge the request; run it asynchronously so that timeout,
+	// not libxl, decides how long the guest gets.
+	op := c.newAsyncOp()
+	defer op.finish()
+	rc := C.qvm_shutdown_async(c.ctx, C.uint32_t(domid), C.uint64_t(op.token))
+	switch {
+	case rc == errNoParavirt:
 		rc = C.libxl_send_trigger(c.ctx, C.uint32_t(domid), C.LIBXL_TRIGGER_POWER, 0, nil)
 		if rc != 0 {
 			return false, fmt.Errorf("shut down domain %d: %w", domid, libxlDomErr("libxl_send_trigger(power)", domid, rc))
 		}
-	} else if rc != 0 {
+	case rc != 0:
 		return false, fmt.Errorf("shut down domain %d: %w", domid, libxlDomErr("libxl_domain_shutdown", domid, rc))
+	default:
+		op.pending = true
 	}
 
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	gone := false
+wait:
 	for {
-		ev, err := w.next(tctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, fmt.Errorf("shut down domain %d: %w", domid, ctx.Err())
+		select {
+		case ev := <-w.ch:
+			if ev.kind < 0 {
+				return false, fmt.Errorf("shut down domain %d: libxl event handling failed or the context was closed (see the log)", domid)
 			}
+			gone = ev.kind == evDomainDeath
+			break wait
+		case ev := <-op.ch:
+			op.handle(ev)
+			if !op.pending && op.rc != 0 {
+				c.cb.log.Warn("guest did not acknowledge the shutdown request", "domid", domid, "err", libxlDomErr("libxl_domain_shutdown", domid, op.rc))
+			}
+		case <-timer.C:
 			c.cb.log.Warn("domain did not shut down in time, destroying it", "domid", domid, "timeout", timeout)
 			forced = true
-			break
+			break wait
+		case <-ctx.Done():
+			return false, fmt.Errorf("shut down domain %d: %w", domid, ctx.Err())
 		}
-		if ev.kind == evDomainDeath {
-			gone = true
-		}
-		break
 	}
+	op.finish()
 	if !gone {
 		if err := c.destroyIfPresent(domid); err != nil {
 			return forced, fmt.Errorf("shut down domain %d: %w", domid, err)
@@ -646,4 +686,72 @@ func (c *Context) Shutdown(ctx context.Context, domid uint32, timeout time.Durat
 		}
 	}
 	return forced, nil
+}
+
+// asyncOp is a libxl asynchronous operation started with the how of
+// qvm_how(token): its completion arrives as an OPERATION_COMPLETE event.
+type asyncOp struct {
+	c       *Context
+	token   uint64
+	ch      chan domEvent
+	pending bool  // started and not completed
+	rc      C.int // the operation's result once completed
+	done    bool  // finish has run
+}
+
+func (c *Context) newAsyncOp() *asyncOp {
+	token, ch := c.cb.register()
+	return &asyncOp{c: c, token: token, ch: ch}
+}
+
+// started records what the start function returned: 0 means the
+// operation is in progress, anything else that it failed at once.
+func (op *asyncOp) started(rc C.int) {
+	if rc == 0 {
+		op.pending = true
+	} else {
+		op.rc = rc
+	}
+}
+
+func (op *asyncOp) handle(ev domEvent) {
+	switch {
+	case ev.kind == evOperationComplete:
+		op.pending, op.rc = false, C.int(ev.detail)
+	case ev.kind < 0:
+		op.pending, op.rc = false, errFail
+	}
+}
+
+// wait waits for the operation to complete and returns its result. If
+// ctx is cancelled first it asks libxl to abort the operation and returns
+// ctx's error; finish then waits for the end.
+func (op *asyncOp) wait(ctx context.Context) (C.int, error) {
+	for op.pending {
+		select {
+		case ev := <-op.ch:
+			op.handle(ev)
+		case <-ctx.Done():
+			return op.rc, ctx.Err()
+		}
+	}
+	return op.rc, nil
+}
+
+// finish aborts the operation if it is still running and waits until it
+// has completed: libxl uses the memory it was given until then.
+func (op *asyncOp) finish() {
+	if op.done {
+		return
+	}
+	op.done = true
+	if op.pending {
+		if rc := C.qvm_ao_abort(op.c.ctx, C.uint64_t(op.token)); rc != 0 && rc != -23 /* NOTFOUND: completing */ {
+			op.c.cb.log.Warn("libxl_ao_abort failed; waiting for the operation to end", "err", libxlErr("libxl_ao_abort", rc))
+		}
+		for op.pending {
+			op.handle(<-op.ch)
+		}
+	}
+	op.c.cb.unregister(op.token)
 }

@@ -45,7 +45,5 @@ func (e *Error) Is(target error) bool {
 const (
 	errFail           = -3
 	errNoParavirt     = -10
-	errNotReady       = -11
-	errBufferFull     = -13
 	errDomainNotFound = -21
 )

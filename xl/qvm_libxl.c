@@ -225,10 +225,12 @@ static const libxl_childproc_hooks qvm_childproc_hooks = {
 
 static void qvm_event_occurs(void *user, libxl_event *ev)
 {
-	int reason = -1;
+	int detail = -1;
 	if (ev->type == LIBXL_EVENT_TYPE_DOMAIN_SHUTDOWN)
-		reason = ev->u.domain_shutdown.shutdown_reason;
-	qvmEvent((uintptr_t)user, (int)ev->type, ev->domid, ev->for_user, reason);
+		detail = ev->u.domain_shutdown.shutdown_reason;
+	else if (ev->type == LIBXL_EVENT_TYPE_OPERATION_COMPLETE)
+		detail = ev->u.operation_complete.rc;
+	qvmEvent((uintptr_t)user, (int)ev->type, ev->domid, ev->for_user, detail);
 	libxl_event_free(NULL, ev);
 }
 
@@ -299,4 +301,34 @@ int qvm_event_loop(libxl_ctx *ctx, int stopfd)
 	}
 	free(fds);
 	return rc;
+}
+
+/* Asynchronous operations: completion comes back as an
+ * OPERATION_COMPLETE event whose for_user is token (see qvm_event_occurs),
+ * and libxl_ao_abort finds the operation by the same how. */
+static libxl_asyncop_how qvm_how(uint64_t token)
+{
+	libxl_asyncop_how how;
+	memset(&how, 0, sizeof(how));
+	how.callback = NULL;
+	how.u.for_event = token;
+	return how;
+}
+
+int qvm_create_async(libxl_ctx *ctx, libxl_domain_config *cfg, uint32_t *domid, uint64_t token)
+{
+	libxl_asyncop_how how = qvm_how(token);
+	return libxl_domain_create_new(ctx, cfg, domid, &how, NULL);
+}
+
+int qvm_shutdown_async(libxl_ctx *ctx, uint32_t domid, uint64_t token)
+{
+	libxl_asyncop_how how = qvm_how(token);
+	return libxl_domain_shutdown(ctx, domid, &how);
+}
+
+int qvm_ao_abort(libxl_ctx *ctx, uint64_t token)
+{
+	libxl_asyncop_how how = qvm_how(token);
+	return libxl_ao_abort(ctx, &how);
 }

@@ -53,5 +53,8 @@ void qvm_logger_free(xentoollog_logger *lg);
 /* Lifecycle. */
 int qvm_ctx_open(libxl_ctx **ctx_out, xentoollog_logger *lg, uintptr_t handle);
 int qvm_event_loop(libxl_ctx *ctx, int stopfd);
+int qvm_create_async(libxl_ctx *ctx, libxl_domain_config *cfg, uint32_t *domid, uint64_t token);
+int qvm_shutdown_async(libxl_ctx *ctx, uint32_t domid, uint64_t token);
+int qvm_ao_abort(libxl_ctx *ctx, uint64_t token);
 
 #endif

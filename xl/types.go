@@ -261,7 +261,14 @@ type Disk struct {
 	Backend DiskBackend
 	// ReadWrite makes the disk writable.
 	ReadWrite bool
-	// CDROM makes it a removable CD-ROM drive (HVM: emulated by QEMU).
+	// CDROM makes it a removable CD-ROM drive, emulated by the device
+	// model of an HVM domain and served by a qdisk backend.
+	//
+	// Known limitation of Xen 4.17's libxl with QEMU 7.2 as device model:
+	// a drive that starts empty cannot take a medium later (QEMU fails to
+	// set up the empty qdisk and drops its QMP connection on the insert;
+	// `xl cd-insert` fails the same way). Start the domain with a medium
+	// in every drive that will be used; eject and insert then work.
 	CDROM bool
 	// BackendDomain is the name (or decimal domid) of the domain serving
 	// the disk; empty means dom0.
@@ -367,9 +374,10 @@ const (
 
 // DomainInfo is what the hypervisor reports about a domain.
 type DomainInfo struct {
-	ID    uint32
-	Name  string // empty if the domain has no name in xenstore
-	UUID  UUID
+	ID   uint32
+	Name string // empty if the domain has no name in xenstore
+	UUID UUID
+	// Type is PV or HVM as Xen reports it: a PVH domain reports HVM.
 	Type  DomainType
 	State DomainState
 	// ShutdownReason is set when State is StateShutdown.
@@ -592,6 +600,9 @@ func (d *Disk) validate(t DomainType) error {
 	}
 	if d.CDROM && d.ReadWrite {
 		return errors.New("a CD-ROM drive is read-only: clear ReadWrite")
+	}
+	if d.CDROM && d.Backend != "" && d.Backend != BackendQdisk {
+		return fmt.Errorf("backend type %s for a CD-ROM drive: libxl serves the CD-ROM drives of HVM domains with qdisk only (leave Backend empty)", d.Backend)
 	}
 	if err := checkText("target", d.Target); err != nil {
 		return err

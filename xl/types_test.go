@@ -51,6 +51,7 @@ func TestValidateRejects(t *testing.T) {
 			c.Kernel = "/k"
 			c.Disks = []Disk{{Vdev: "xvdi", CDROM: true}}
 		}, "CD-ROM drives are emulated"},
+		{"phy cdrom", func(c *DomainConfig) { c.Disks = append(c.Disks, Disk{Vdev: "xvdi", CDROM: true, Backend: BackendPhy}) }, "qdisk only"},
 		{"bad disk format", func(c *DomainConfig) { c.Disks[0].Format = "vmdk" }, "format \"vmdk\""},
 		{"bad mac", func(c *DomainConfig) { c.NICs = []NIC{{MAC: []byte{1, 2}}} }, "want 6 bytes"},
 		{"zero ip", func(c *DomainConfig) { c.NICs = []NIC{{IPs: []netip.Addr{{}}}} }, "zero value"},
