@@ -28,6 +28,8 @@ type Hypervisor interface {
 	Destroy(ctx context.Context, domid uint32) error
 	List(ctx context.Context) ([]xl.DomainInfo, error)
 	PhysInfo(ctx context.Context) (xl.PhysInfo, error)
+	// RequestShutdown asks the guest to shut down and returns at once.
+	RequestShutdown(ctx context.Context, domid uint32) error
 	Shutdown(ctx context.Context, domid uint32, timeout time.Duration) (forced bool, err error)
 	WaitDeath(ctx context.Context, domid uint32) (xl.ShutdownReason, error)
 }

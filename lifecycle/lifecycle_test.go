@@ -114,6 +114,10 @@ func (f *fakeXen) Shutdown(ctx context.Context, id uint32, timeout time.Duration
 	return false, f.Destroy(ctx, id)
 }
 
+func (f *fakeXen) RequestShutdown(ctx context.Context, id uint32) error {
+	return f.Destroy(ctx, id)
+}
+
 func (f *fakeXen) WaitDeath(ctx context.Context, id uint32) (xl.ShutdownReason, error) {
 	for {
 		f.mu.Lock()

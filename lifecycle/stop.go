@@ -28,6 +28,19 @@ func (m *Manager) Shutdown(ctx context.Context, name string, timeout time.Durati
 	return forced, nil
 }
 
+// RequestShutdown asks a running VM to shut down and returns at once; its
+// monitor destroys the domain once the guest has halted.
+func (m *Manager) RequestShutdown(ctx context.Context, name string) error {
+	_, _, id, err := m.running(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := m.Hyp.RequestShutdown(ctx, id); err != nil {
+		return fmt.Errorf("shut down %s: %w", name, err)
+	}
+	return nil
+}
+
 // Kill destroys a running VM at once and removes its run files.
 func (m *Manager) Kill(ctx context.Context, name string) error {
 	sys, _, id, err := m.running(ctx, name)

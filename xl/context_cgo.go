@@ -208,6 +208,26 @@ func (c *Context) Close() error {
 // reset method are refused first (see CheckPCIReset). Cancelling ctx
 // aborts the creation (libxl_ao_abort) and destroys what was built.
 func (c *Context) Create(ctx context.Context, cfg *DomainConfig) (uint32, error) {
+	domid, err := c.CreatePaused(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	if rc := C.libxl_domain_unpause(c.ctx, C.uint32_t(domid), nil); rc != 0 {
+		err := fmt.Errorf("create domain %s: %w", cfg.Name, libxlDomErr("libxl_domain_unpause", domid, rc))
+		if derr := c.destroyIfPresent(domid); derr != nil {
+			return 0, errors.Join(err, fmt.Errorf("clean up domain %d: %w", domid, derr))
+		}
+		return 0, err
+	}
+	c.cb.log.Info("domain created", "domain", cfg.Name, "domid", domid)
+	return domid, nil
+}
+
+// CreatePaused is Create without the final unpause: the domain is built
+// and stays paused, so that the toolstack can publish what the guest
+// reads at boot (its xenstore keys) before it runs. Unpause starts it; on
+// failure nothing is left behind, as for Create.
+func (c *Context) CreatePaused(ctx context.Context, cfg *DomainConfig) (uint32, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -257,14 +277,7 @@ func (c *Context) Create(ctx context.Context, cfg *DomainConfig) (uint32, error)
 		}
 		return 0, err
 	}
-	if rc := C.libxl_domain_unpause(c.ctx, domid, nil); rc != 0 {
-		err := fmt.Errorf("create domain %s: %w", cfg.Name, libxlDomErr("libxl_domain_unpause", uint32(domid), rc))
-		if derr := c.destroyIfPresent(uint32(domid)); derr != nil {
-			return 0, errors.Join(err, fmt.Errorf("clean up domain %d: %w", domid, derr))
-		}
-		return 0, err
-	}
-	c.cb.log.Info("domain created", "domain", cfg.Name, "domid", uint32(domid))
+	c.cb.log.Info("domain created paused", "domain", cfg.Name, "domid", uint32(domid))
 	return uint32(domid), nil
 }
 
@@ -616,6 +629,40 @@ func (c *Context) WaitDeath(ctx context.Context, domid uint32) (ShutdownReason, 
 			return reason, nil
 		}
 	}
+}
+
+// shutdownAckWait is how long RequestShutdown waits for the guest to take
+// the request before leaving it to the guest.
+const shutdownAckWait = 2 * time.Second
+
+// RequestShutdown asks domid to shut down (PV control node, or the ACPI
+// power button for an HVM domain without PV drivers) and returns without
+// waiting for it to go; whoever waits for its death (WaitDeath) destroys
+// it once it has shut down. It waits briefly for the guest to take the
+// request, then leaves the request in place.
+func (c *Context) RequestShutdown(ctx context.Context, domid uint32) error {
+	if _, err := c.info(domid); err != nil {
+		return fmt.Errorf("shut down domain %d: %w", domid, err)
+	}
+	op := c.newAsyncOp()
+	defer op.finish()
+	rc := C.qvm_shutdown_async(c.ctx, C.uint32_t(domid), C.uint64_t(op.token))
+	switch {
+	case rc == errNoParavirt:
+		if rc := C.libxl_send_trigger(c.ctx, C.uint32_t(domid), C.LIBXL_TRIGGER_POWER, 0, nil); rc != 0 {
+			return fmt.Errorf("shut down domain %d: %w", domid, libxlDomErr("libxl_send_trigger(power)", domid, rc))
+		}
+		return nil
+	case rc != 0:
+		return fmt.Errorf("shut down domain %d: %w", domid, libxlDomErr("libxl_domain_shutdown", domid, rc))
+	}
+	op.pending = true
+	wctx, cancel := context.WithTimeout(ctx, shutdownAckWait)
+	defer cancel()
+	if rc, err := op.wait(wctx); err == nil && rc != 0 {
+		c.cb.log.Warn("guest did not acknowledge the shutdown request", "domid", domid, "err", libxlDomErr("libxl_domain_shutdown", domid, rc))
+	}
+	return nil
 }
 
 // Shutdown asks domid to shut down (PV control node, or the ACPI power

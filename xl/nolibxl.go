@@ -33,6 +33,14 @@ func (c *Context) Create(ctx context.Context, cfg *DomainConfig) (uint32, error)
 	return 0, ErrNoLibxl
 }
 
+// CreatePaused returns ErrNoLibxl.
+func (c *Context) CreatePaused(ctx context.Context, cfg *DomainConfig) (uint32, error) {
+	return 0, ErrNoLibxl
+}
+
+// RequestShutdown returns ErrNoLibxl.
+func (c *Context) RequestShutdown(ctx context.Context, domid uint32) error { return ErrNoLibxl }
+
 // Destroy returns ErrNoLibxl.
 func (c *Context) Destroy(ctx context.Context, domid uint32) error { return ErrNoLibxl }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 type cmdline struct {
 	*pflag.FlagSet
 	a       *app
+	ctx     context.Context
 	dir     string
 	verbose int
 	quiet   int
@@ -25,8 +27,8 @@ type cmdline struct {
 
 // newCmdline starts a verb's flags: --dir, --verbose, --quiet, --help.
 // usage is the synopsis after the program name, e.g. "[options] VMNAME".
-func (a *app) newCmdline(usage string) *cmdline {
-	c := &cmdline{FlagSet: pflag.NewFlagSet(a.prog, pflag.ContinueOnError), a: a, usage: usage}
+func (a *app) newCmdline(ctx context.Context, usage string) *cmdline {
+	c := &cmdline{FlagSet: pflag.NewFlagSet(a.prog, pflag.ContinueOnError), a: a, ctx: ctx, usage: usage}
 	c.SortFlags = false
 	c.SetOutput(discard{})
 	c.StringVar(&c.dir, "dir", "", "state directory (default $"+store.EnvDir+" or "+store.DefaultDir+")")
@@ -164,13 +166,11 @@ func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 		return nil, nil, err
 	}
 	sys.Host = hostInfo(st)
-	sys.Runtime = c.a.runtime()
+	if sys.Runtime, err = c.a.runtime(c.ctx); err != nil {
+		return nil, nil, err
+	}
 	return st, sys, nil
 }
-
-// runtime returns the hypervisor's view of running VMs, or nil when there
-// is no hypervisor (then every VM is Halted, which is the truth).
-func (a *app) runtime() func(string) (vm.Runtime, bool) { return nil }
 
 // splitProp splits NAME=VALUE.
 func splitProp(s string) (vm.Prop, error) {

@@ -13,7 +13,7 @@ import (
 // runClone is qvm-clone: copy a VM's definition and images under a new
 // name, with its own qid, uuid, IP and MAC.
 func runClone(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] VMNAME NEWNAME")
+	c := a.newCmdline(ctx, "[options] VMNAME NEWNAME")
 	var class, pool, onePool string
 	c.StringVarP(&class, "class", "C", "", "ignored unless equal to the source's class (qvm cannot change a VM's class)")
 	c.StringVarP(&pool, "pool", "p", "", "VOLUME=POOL (only the file pool exists)")
@@ -33,7 +33,9 @@ func runClone(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		tx.Sys.Runtime = a.runtime()
+		if err := setRuntime(ctx, a, tx.Sys); err != nil {
+			return err
+		}
 		sv, err := tx.Sys.View(src)
 		if err != nil {
 			return err

@@ -16,7 +16,7 @@ import (
 // It takes both the R4 syntax (--class, --property) and the R3 one
 // (--hvm, --mem, --standalone) of the Qubes docs.
 func runCreate(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] --label LABEL VMNAME")
+	c := a.newCmdline(ctx, "[options] --label LABEL VMNAME")
 	var (
 		class, template, label, pool, onePool string
 		props                                 []string

@@ -10,7 +10,7 @@ import (
 
 // runFeatures is qvm-features: list, get, set or unset a VM's features.
 func runFeatures(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] VMNAME [FEATURE [VALUE]]")
+	c := a.newCmdline(ctx, "[options] VMNAME [FEATURE [VALUE]]")
 	var unset bool
 	c.BoolVarP(&unset, "unset", "D", false, "remove the feature")
 	c.BoolVar(&unset, "default", false, "same as --unset")

@@ -50,7 +50,7 @@ var lsColumns = map[string]lsColumn{
 
 // runLs is qvm-ls: list VMs as a table, raw rows or JSON.
 func runLs(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] [VMNAME...]")
+	c := a.newCmdline(ctx, "[options] [VMNAME...]")
 	var (
 		format, fields                           string
 		network, disk, rawData, rawList, all     bool

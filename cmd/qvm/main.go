@@ -26,6 +26,8 @@ type verb struct {
 	run     func(ctx context.Context, a *app, args []string) error
 	// link is the command name of the verb's symlink; "" means qvm-NAME.
 	link string
+	// hidden verbs are run by qvm itself or by libxl, not typed.
+	hidden bool
 }
 
 // linkName is the symlink that runs the verb.
@@ -46,6 +48,12 @@ func verbs() []verb {
 		{name: "remove", summary: "remove VMs and their images", run: runRemove},
 		{name: "volume", summary: "volume info, list and resize (grow only)", run: runVolume},
 		{name: "features", summary: "list, get, set or unset a VM's features", run: runFeatures},
+		{name: "start", summary: "start VMs (--cdrom for an installer; --dry-run prints the libxl config)", run: runStart},
+		{name: "shutdown", summary: "shut VMs down (--wait to wait until they are gone)", run: runShutdown},
+		{name: "kill", summary: "destroy VMs at once", run: runKill},
+		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
+		{name: "monitor", summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},
+		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "vif-route-qvm", hidden: true},
 		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
 	}
 }
@@ -98,7 +106,9 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 			return 0
 		case "--list-links":
 			for _, v := range verbs() {
-				fmt.Fprintln(stdout, v.linkName())
+				if !v.hidden || v.link != "" {
+					fmt.Fprintln(stdout, v.linkName())
+				}
 			}
 			return 0
 		case "-h", "--help", "help":
@@ -152,6 +162,9 @@ func printVerbs(w io.Writer) {
 	vs := verbs()
 	sort.Slice(vs, func(i, j int) bool { return vs[i].name < vs[j].name })
 	for _, v := range vs {
+		if v.hidden {
+			continue
+		}
 		fmt.Fprintf(w, "  %-12s %s\n", v.name, v.summary)
 	}
 }

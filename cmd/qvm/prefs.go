@@ -17,7 +17,7 @@ import (
 //	qvm-prefs VM PROP VALUE      set (R3: qvm-prefs VM -s PROP VALUE)
 //	qvm-prefs --default VM PROP  back to the default (-D)
 func runPrefs(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] VMNAME [PROPERTY [VALUE]]")
+	c := a.newCmdline(ctx, "[options] VMNAME [PROPERTY [VALUE]]")
 	var reset, hideDefault, helpProps, get, set, list bool
 	c.BoolVarP(&reset, "default", "D", false, "reset the property to its default")
 	c.BoolVar(&hideDefault, "hide-default", false, "do not show properties that have their default value")
@@ -46,7 +46,9 @@ func runPrefs(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-			tx.Sys.Runtime = a.runtime()
+			if err := setRuntime(ctx, a, tx.Sys); err != nil {
+				return err
+			}
 			if reset {
 				return tx.Sys.ResetProp(name, prop)
 			}
@@ -126,7 +128,7 @@ func printPropertyHelp(w io.Writer, docs []vm.PropertyDoc) {
 
 // runGlobalPrefs is qubes-prefs: the system-wide settings.
 func runGlobalPrefs(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] [PROPERTY [VALUE]]")
+	c := a.newCmdline(ctx, "[options] [PROPERTY [VALUE]]")
 	var reset bool
 	c.BoolVarP(&reset, "default", "D", false, "reset the property to its default")
 	c.BoolP("get", "g", false, "ignored; for older scripts")

@@ -8,7 +8,7 @@ import (
 
 // runRemove is qvm-remove: delete VMs and their images.
 func runRemove(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] VMNAME...")
+	c := a.newCmdline(ctx, "[options] VMNAME...")
 	var force, all bool
 	c.BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
 	c.BoolVarP(&force, "yes", "y", false, "same as --force")
@@ -28,7 +28,9 @@ func runRemove(ctx context.Context, a *app, args []string) error {
 	}
 	// All named VMs go, or none: one store change.
 	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		tx.Sys.Runtime = a.runtime()
+		if err := setRuntime(ctx, a, tx.Sys); err != nil {
+			return err
+		}
 		for _, name := range c.Args() {
 			d, err := tx.Sys.Remove(name)
 			if err != nil {

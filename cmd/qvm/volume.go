@@ -16,7 +16,7 @@ import (
 //	qvm-volume list [VM...]
 //	qvm-volume resize VM:VOLUME SIZE
 func runVolume(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline("[options] info VM[:VOLUME] [PROPERTY] | list [VM...] | resize VM:VOLUME SIZE")
+	c := a.newCmdline(ctx, "[options] info VM[:VOLUME] [PROPERTY] | list [VM...] | resize VM:VOLUME SIZE")
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -158,7 +158,9 @@ func volumeResize(ctx context.Context, c *cmdline, target, sizeText string) erro
 	}
 	// Under the writer lock, so that no clone or removal runs meanwhile.
 	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		tx.Sys.Runtime = c.a.runtime()
+		if err := setRuntime(ctx, c.a, tx.Sys); err != nil {
+			return err
+		}
 		v, err := tx.Sys.View(name)
 		if err != nil {
 			return err
