@@ -88,6 +88,9 @@ func (m *Manager) start(ctx context.Context, sys *vm.System, name string, opt St
 			return fmt.Errorf("cannot start %s while its template %s runs: its root image would be copied mid-change; shut %s down first", name, t.Name(), t.Name())
 		}
 	}
+	if err := pciFree(sys, v); err != nil {
+		return err
+	}
 	pi, err := m.Hyp.PhysInfo(ctx)
 	if err != nil {
 		return err
@@ -247,4 +250,22 @@ func lower(s string) string {
 		b[0] += 'a' - 'A'
 	}
 	return string(b)
+}
+
+// pciFree refuses to start a VM whose PCI device another running VM has.
+func pciFree(sys *vm.System, v *vm.View) error {
+	for _, p := range v.Def().PCI {
+		for _, name := range sys.Names() {
+			if name == v.Name() || !sys.IsRunning(name) {
+				continue
+			}
+			other, _ := sys.Lookup(name)
+			for _, q := range other.PCI {
+				if q.BDF == p.BDF {
+					return fmt.Errorf("cannot start %s: its PCI device %s is in use by running VM %s; shut %s down first", v.Name(), p.BDF, name, name)
+				}
+			}
+		}
+	}
+	return nil
 }

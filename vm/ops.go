@@ -407,3 +407,41 @@ func (s *System) Check() error {
 	}
 	return nil
 }
+
+// AttachPCI assigns a PCI device to a VM persistently. The VM's default
+// virt_mode becomes hvm; an explicit pvh is refused.
+func (s *System) AttachPCI(name string, dev PCIDevice) error {
+	v, err := s.View(name)
+	if err != nil {
+		return err
+	}
+	if v.d.Class == AdminVM {
+		return fmt.Errorf("PCI devices belong to dom0 already")
+	}
+	for _, p := range v.d.PCI {
+		if p.BDF == dev.BDF {
+			return fmt.Errorf("device dom0:%s is already assigned to %s (detach it first to change its options)", strings.Replace(dev.BDF, ":", "_", 1), name)
+		}
+	}
+	if s.IsRunning(name) {
+		return fmt.Errorf("%s is running: qvm assigns PCI devices for the next start; shut it down first", name)
+	}
+	return s.change(v.d, func() { v.d.PCI = append(v.d.PCI, dev) })
+}
+
+// DetachPCI removes a VM's PCI device assignment.
+func (s *System) DetachPCI(name, bdf string) error {
+	v, err := s.View(name)
+	if err != nil {
+		return err
+	}
+	if s.IsRunning(name) {
+		return fmt.Errorf("%s is running: shut it down before detaching its PCI devices", name)
+	}
+	for i, p := range v.d.PCI {
+		if p.BDF == bdf {
+			return s.change(v.d, func() { v.d.PCI = append(v.d.PCI[:i:i], v.d.PCI[i+1:]...) })
+		}
+	}
+	return fmt.Errorf("device dom0:%s is not assigned to %s", strings.Replace(bdf, ":", "_", 1), name)
+}

@@ -95,3 +95,8 @@ func setRuntime(ctx context.Context, a *app, sys *vm.System) error {
 	sys.Runtime = rt
 	return nil
 }
+
+func readSysfs(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return strings.TrimSpace(string(b)), err
+}
