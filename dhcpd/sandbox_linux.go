@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
@@ -45,7 +46,8 @@ func allowedSyscalls() []string {
 
 // Sandbox confines the whole process, irreversibly:
 //
-//  1. It fixes GOMAXPROCS, so the runtime stops re-reading cgroup files.
+//  1. It fixes GOMAXPROCS, so the runtime stops re-reading cgroup files,
+//     and loads the local time zone, which log timestamps need.
 //  2. A root process becomes user and group nobody (65534) with no
 //     supplementary groups; that clears every capability on every thread.
 //     A non-root process drops whatever capabilities it has. Either way it
@@ -64,15 +66,19 @@ func Sandbox(log *slog.Logger) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	// Load what the standard library reads from files lazily, while files
+	// can still be opened: the local time zone (log timestamps).
+	time.Now().Local().Zone()
 	if err := dropPrivileges(); err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
+	uid, gid := os.Getuid(), os.Getgid() // getuid(2) is not allowed later
 	n, err := installSeccomp()
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	log.Info(fmt.Sprintf("seccomp filter installed: %d syscalls allowed; any other syscall kills this process (SIGSYS, see the kernel audit log)", n),
-		"uid", os.Getuid(), "gid", os.Getgid())
+		"uid", uid, "gid", gid)
 	return nil
 }
 
