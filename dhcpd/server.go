@@ -157,7 +157,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.stats.received.Add(1)
 		if n > len(buf) {
 			s.stats.malformed.Add(1)
-			s.log.Debug("dropped oversized packet", "bytes", n, "from", from)
+			s.log.Debug("dropped oversized packet", "bytes", n, "from", from.String())
 			continue
 		}
 		resp, err := s.Respond(buf[:n], from)
@@ -167,7 +167,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		if err := conn.Write(resp.Packet, resp.To); err != nil {
 			s.stats.sendErrors.Add(1)
-			s.log.Debug("send failed", "client", resp.Client, "to", resp.To, "err", err)
+			s.log.Debug("send failed", "client", resp.Client.String(), "to", resp.To.String(), "err", err)
 		}
 	}
 }
@@ -184,7 +184,7 @@ func (s *Server) account(r Response, err error, from net.HardwareAddr) {
 		default:
 			c.malformed.Add(1)
 		}
-		s.log.Debug("no reply", "from", from, "reason", err)
+		s.log.Debug("no reply", "from", from.String(), "reason", err)
 		return
 	}
 	switch r.Outcome {
@@ -220,7 +220,7 @@ func (s *Server) account(r Response, err error, from net.HardwareAddr) {
 	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := []any{"client", r.Client, "outcome", r.Outcome.String()}
+	attrs := []any{"client", r.Client.String(), "outcome", r.Outcome.String()}
 	if r.Lease != nil {
 		attrs = append(attrs, "ip", r.Lease.IP, "netmask", net.IP(r.Lease.Netmask), "gateway", r.Lease.Gateway, "lease", r.Lease.Duration)
 	}
