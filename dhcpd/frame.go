@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -120,11 +121,84 @@ func replyDestination(req, reply *dhcpv4.DHCPv4, from net.HardwareAddr) (destina
 	return destination{ip: ipv4(reply.YourIPAddr), port: clientPort, mac: req.ClientHWAddr}, nil
 }
 
-// buildDatagram wraps payload in IPv4 and UDP headers from src:67 to dst.
-func buildDatagram(src net.IP, dst destination, payload []byte) []byte {
-	total := ipv4HeaderLen + udpHeaderLen + len(payload)
-	p := make([]byte, total)
+// encodeReply builds the IPv4 packet carrying m from src:67 to dst, in
+// one allocation.
+func encodeReply(src net.IP, dst destination, m *dhcpv4.DHCPv4) []byte {
+	p := make([]byte, ipv4HeaderLen+udpHeaderLen, 640)
+	p = appendMessage(p, m)
+	writeHeaders(p, src, dst)
+	return p
+}
+
+// appendMessage appends m in wire format, exactly as m.ToBytes() would
+// write it (options in code order, RFC 3396 splitting, padded to the
+// 300-byte BOOTP minimum), without its intermediate allocations.
+func appendMessage(b []byte, m *dhcpv4.DHCPv4) []byte {
+	start := len(b)
+	b = append(b, byte(m.OpCode), byte(m.HWType), byte(len(m.ClientHWAddr)), m.HopCount)
+	b = append(b, m.TransactionID[:]...)
+	b = binary.BigEndian.AppendUint16(b, m.NumSeconds)
+	b = binary.BigEndian.AppendUint16(b, m.Flags)
+	for _, ip := range [...]net.IP{m.ClientIPAddr, m.YourIPAddr, m.ServerIPAddr, m.GatewayIPAddr} {
+		var a [4]byte
+		if ip4 := ipv4(ip); ip4 != nil {
+			copy(a[:], ip4)
+		}
+		b = append(b, a[:]...)
+	}
+	var chaddr [16]byte
+	copy(chaddr[:], m.ClientHWAddr)
+	b = append(b, chaddr[:]...)
+	var sname [64]byte
+	copy(sname[:63], m.ServerHostName)
+	b = append(b, sname[:]...)
+	var file [128]byte
+	copy(file[:127], m.BootFileName)
+	b = append(b, file[:]...)
+	b = append(b, 99, 130, 83, 99) // magic cookie
+
+	var codeBuf [32]uint8
+	codes := codeBuf[:0]
+	agentInfo := false
+	for c := range m.Options {
+		switch c {
+		case 0, 255: // pad and end are never written from the map
+		case 82: // relay agent information goes last (RFC 3046)
+			agentInfo = true
+		default:
+			codes = append(codes, c)
+		}
+	}
+	slices.Sort(codes)
+	if agentInfo {
+		codes = append(codes, 82)
+	}
+	for _, c := range codes {
+		v := m.Options[c]
+		if len(v) == 0 {
+			b = append(b, c, 0)
+			continue
+		}
+		for len(v) > 0 { // RFC 3396: long options are split
+			n := min(len(v), 255)
+			b = append(b, c, byte(n))
+			b = append(b, v[:n]...)
+			v = v[n:]
+		}
+	}
+	b = append(b, 255) // end
+	for len(b)-start < 300 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// writeHeaders fills the IPv4 and UDP headers at the start of p for the
+// payload after them, from src:67 to dst.
+func writeHeaders(p []byte, src net.IP, dst destination) {
+	total := len(p)
 	ip := p[:ipv4HeaderLen]
+	clear(ip)
 	ip[0] = 0x45 // version 4, header 5 words
 	binary.BigEndian.PutUint16(ip[2:4], uint16(total))
 	ip[8] = 64 // TTL
@@ -136,8 +210,8 @@ func buildDatagram(src net.IP, dst destination, payload []byte) []byte {
 	u := p[ipv4HeaderLen:]
 	binary.BigEndian.PutUint16(u[0:2], serverPort)
 	binary.BigEndian.PutUint16(u[2:4], dst.port)
-	binary.BigEndian.PutUint16(u[4:6], uint16(udpHeaderLen+len(payload)))
-	copy(u[udpHeaderLen:], payload)
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+	u[6], u[7] = 0, 0
 	// Pseudo-header: source, destination, protocol, UDP length.
 	var sum uint32
 	for i := 12; i < 20; i += 2 {
@@ -149,7 +223,6 @@ func buildDatagram(src net.IP, dst destination, payload []byte) []byte {
 		c = 0xffff // zero means "no checksum" in UDP
 	}
 	binary.BigEndian.PutUint16(u[6:8], c)
-	return p
 }
 
 // Response is the answer to one received packet.
@@ -197,7 +270,7 @@ func (s *Server) Respond(pkt []byte, from net.HardwareAddr) (Response, error) {
 	if err != nil {
 		return r, err
 	}
-	r.Packet = buildDatagram(s.serverIP, dst, reply.ToBytes())
+	r.Packet = encodeReply(s.serverIP, dst, reply)
 	r.To = dst.mac
 	return r, nil
 }

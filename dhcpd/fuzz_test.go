@@ -106,6 +106,9 @@ func FuzzHandle(f *testing.F) {
 			return
 		}
 		b := reply.ToBytes()
+		if mine := appendMessage(nil, reply); !bytes.Equal(mine, b) {
+			t.Fatalf("appendMessage differs from ToBytes:\n% x\n% x", mine, b)
+		}
 		if len(b) > maxReply {
 			t.Fatalf("reply of %d bytes", len(b))
 		}

@@ -178,14 +178,21 @@ func (s *Server) base(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 
 		ServerIPAddr:  net.IPv4zero,
 		GatewayIPAddr: req.GatewayIPAddr,
 		ClientHWAddr:  req.ClientHWAddr,
-		Options:       dhcpv4.Options{},
+		Options:       make(dhcpv4.Options, 12),
 	}
-	r.Options.Update(dhcpv4.OptMessageType(mt))
-	r.Options.Update(dhcpv4.OptServerIdentifier(s.serverIP))
+	r.Options[dhcpv4.OptionDHCPMessageType.Code()] = messageTypeBytes[mt]
+	r.Options[dhcpv4.OptionServerIdentifier.Code()] = s.serverIP
 	if id := req.Options.Get(dhcpv4.OptionClientIdentifier); id != nil && len(id) <= maxClientIDLen {
-		r.Options.Update(dhcpv4.OptClientIdentifier(id))
+		r.Options[dhcpv4.OptionClientIdentifier.Code()] = id
 	}
 	return r
+}
+
+// messageTypeBytes are the option 53 values of the replies.
+var messageTypeBytes = map[dhcpv4.MessageType][]byte{
+	dhcpv4.MessageTypeOffer: {byte(dhcpv4.MessageTypeOffer)},
+	dhcpv4.MessageTypeAck:   {byte(dhcpv4.MessageTypeAck)},
+	dhcpv4.MessageTypeNak:   {byte(dhcpv4.MessageTypeNak)},
 }
 
 // reply builds an OFFER or ACK carrying the full lease.
@@ -196,9 +203,9 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, e *entry, mt dhcpv4.MessageType) *dhc
 		r.ClientIPAddr = req.ClientIPAddr
 	}
 	s.addConfig(req, r, e)
-	r.Options.Update(dhcpv4.OptIPAddressLeaseTime(e.duration))
-	r.Options.Update(dhcpv4.OptRenewTimeValue(e.duration / 2))
-	r.Options.Update(dhcpv4.OptRebindingTimeValue(e.duration * 7 / 8))
+	for code, v := range e.times {
+		r.Options[code] = v
+	}
 	return r
 }
 
@@ -242,6 +249,6 @@ var optionMSClasslessStaticRoute = dhcpv4.GenericOptionCode(249)
 // nak builds a NAK: no address, no configuration (RFC 2131 table 3).
 func (s *Server) nak(req *dhcpv4.DHCPv4, why string) *dhcpv4.DHCPv4 {
 	r := s.base(req, dhcpv4.MessageTypeNak)
-	r.Options.Update(dhcpv4.OptMessage(why))
+	r.Options[dhcpv4.OptionMessage.Code()] = []byte(why)
 	return r
 }

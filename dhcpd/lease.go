@@ -40,6 +40,7 @@ type entry struct {
 	lease    Lease
 	ip       [4]byte
 	options  dhcpv4.Options // options every OFFER/ACK carries (not INFORM's lease times)
+	times    dhcpv4.Options // lease time, T1 and T2 (OFFER and ACK only)
 	routes   []byte         // option 121/249 payload, sent when asked for
 	duration time.Duration
 }
@@ -65,7 +66,7 @@ func ipv4(ip net.IP) net.IP {
 }
 
 // newEntry checks a lease and precomputes what its replies carry.
-func newEntry(l Lease, serverIP net.IP) (*entry, error) {
+func newEntry(l Lease) (*entry, error) {
 	if len(l.MAC) != 6 {
 		return nil, fmt.Errorf("lease %v: MAC %q is not a 6-byte Ethernet address", l.IP, l.MAC)
 	}
@@ -117,7 +118,6 @@ func newEntry(l Lease, serverIP net.IP) (*entry, error) {
 	if len(dns) > 0 {
 		opts.Update(dhcpv4.OptDNS(dns...))
 	}
-	opts.Update(dhcpv4.OptServerIdentifier(serverIP))
 	if l.Hostname != "" {
 		opts.Update(dhcpv4.OptHostName(l.Hostname))
 	}
@@ -127,9 +127,14 @@ func newEntry(l Lease, serverIP net.IP) (*entry, error) {
 		{Dest: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Router: net.IPv4zero.To4()},
 		{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: gw},
 	}
+	times := dhcpv4.Options{}
+	times.Update(dhcpv4.OptIPAddressLeaseTime(d))
+	times.Update(dhcpv4.OptRenewTimeValue(d / 2))
+	times.Update(dhcpv4.OptRebindingTimeValue(d * 7 / 8))
 	e := &entry{
 		lease:    l,
 		options:  opts,
+		times:    times,
 		routes:   routes.ToBytes(),
 		duration: d,
 	}

@@ -499,6 +499,33 @@ esac`)
 	if st.Renewals < 1 || st.Releases < 1 {
 		t.Errorf("stats %+v: want a renewal and a release", st)
 	}
+	// The unicast renewal and release reached a host address with a
+	// responder on it: the kernel must not have answered "port
+	// unreachable" (the guard socket's job).
+	if n := icmpCounter(t, l.srvNS, "OutDestUnreachs"); n != 0 {
+		t.Errorf("server namespace sent %d ICMP destination unreachable messages", n)
+	}
+}
+
+// icmpCounter reads one Icmp counter of /proc/net/snmp in namespace ns.
+func icmpCounter(t *testing.T, ns, name string) int {
+	t.Helper()
+	lines := strings.Split(run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp"), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "Icmp: ") || !strings.HasPrefix(lines[i+1], "Icmp: ") {
+			continue
+		}
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j := range names {
+			if names[j] == name && j < len(values) {
+				var n int
+				fmt.Sscan(values[j], &n)
+				return n
+			}
+		}
+	}
+	t.Fatalf("no Icmp counter %s in /proc/net/snmp of %s", name, ns)
+	return 0
 }
 
 // TestSandboxKillsForbiddenSyscall checks the filter is on: a system call

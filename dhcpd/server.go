@@ -84,7 +84,7 @@ func New(ifname string, serverIP net.IP, leases []Lease, log *slog.Logger) (*Ser
 		lastLogged: make(map[macKey]time.Time, len(leases)),
 	}
 	for _, l := range leases {
-		e, err := newEntry(l, sid)
+		e, err := newEntry(l)
 		if err != nil {
 			return nil, fmt.Errorf("dhcpd on %s: %w", ifname, err)
 		}
