@@ -14,12 +14,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/qvm-project/qvm/internal/testenv"
@@ -595,4 +597,83 @@ func TestSandboxedProcessHasNoPrivileges(t *testing.T) {
 	}
 	t.Logf("%d threads checked", len(tasks))
 	r.stop(t)
+}
+
+// sendFrames sends raw IPv4 packets out of ifname in namespace ns, from a
+// thread of this process moved into the namespace (and never returned to
+// the Go scheduler's pool).
+func sendFrames(t *testing.T, ns, ifname string, pkts [][]byte) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread dies with the goroutine
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			errc <- err
+			return
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index, Halen: 6}
+		copy(to.Addr[:], broadcastMAC)
+		for _, p := range pkts {
+			if err := unix.Sendto(fd, p, 0, to); err != nil {
+				errc <- fmt.Errorf("send %d bytes: %w", len(p), err)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeDropsBadPackets sends the serve loop junk over the wire:
+// no reply, a counter and a debug line for each, and it keeps serving.
+func TestServeDropsBadPackets(t *testing.T) {
+	l := newLink(t, testClientMAC)
+	for _, side := range [][]string{{l.srvNS, l.srvIf}, {l.cliNS, l.cliIf}} {
+		run(t, "ip", "-n", side[0], "link", "set", side[1], "mtu", "9000")
+	}
+	r := startResponder(t, l, helperConfig{Leases: []helperLease{qubesLease(testClientMAC)}})
+	disc := request(t, dhcpv4.MessageTypeDiscover).ToBytes()
+	badCookie := append([]byte(nil), disc...)
+	badCookie[236] = 0
+	unknown := append([]byte(nil), disc...)
+	unknown[28+5] = 0x77 // last byte of chaddr
+	bcast := func(payload []byte) []byte { return udpPacket(net.IPv4zero, net.IPv4bcast, 68, 67, payload) }
+	sendFrames(t, l.cliNS, l.cliIf, [][]byte{
+		bcast(badCookie),
+		bcast(disc[:100]),
+		bcast(append(append([]byte(nil), disc...), make([]byte, 6000)...)), // larger than the read buffer
+		bcast(unknown),
+		bcast(disc), // still serving
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.stderr.String(), "outcome=offer") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := r.stop(t)
+	if st.Malformed != 3 || st.UnknownMAC != 1 || st.Offers != 1 || st.SendErrors != 0 {
+		t.Errorf("stats %+v: want 3 malformed (cookie, cut, oversized), 1 unknown MAC, 1 offer", st)
+	}
+	log := r.stderr.String()
+	if strings.Count(log, `msg="no reply"`) != 3 || !strings.Contains(log, "dropped oversized packet") {
+		t.Errorf("want three no-reply lines and one oversized line in:\n%s", log)
+	}
 }

@@ -160,7 +160,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Debug("dropped oversized packet", "bytes", n, "from", from.String())
 			continue
 		}
-		resp, err := s.Respond(buf[:n], from)
+		resp, err := s.respond(buf[:n], from)
 		s.account(resp, err, from)
 		if resp.Packet == nil {
 			continue
@@ -170,6 +170,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Debug("send failed", "client", resp.Client.String(), "to", resp.To.String(), "err", err)
 		}
 	}
+}
+
+// respond is Respond with a last line of defence: a panic (a bug; the
+// fuzz tests look for them) drops the packet and is logged, instead of
+// taking the VM's network configuration down with the process.
+func (s *Server) respond(pkt []byte, from net.HardwareAddr) (r Response, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = Response{}, fmt.Errorf("%w: handler panic: %v", ErrMalformed, p)
+			s.log.Error("BUG: packet handler panicked; packet dropped", "panic", fmt.Sprint(p), "packet", fmt.Sprintf("%x", pkt))
+		}
+	}()
+	return s.Respond(pkt, from)
 }
 
 // account counts and logs the result of one packet.
@@ -184,7 +197,9 @@ func (s *Server) account(r Response, err error, from net.HardwareAddr) {
 		default:
 			c.malformed.Add(1)
 		}
-		s.log.Debug("no reply", "from", from.String(), "reason", err)
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("no reply", "from", from.String(), "reason", err.Error())
+		}
 		return
 	}
 	switch r.Outcome {
