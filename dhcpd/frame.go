@@ -30,8 +30,8 @@ var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // datagram is what the request's IPv4 and UDP headers tell the responder.
 type datagram struct {
-	src, dst net.IP
-	payload  []byte
+	dst     net.IP
+	payload []byte
 }
 
 // parseDatagram checks an IPv4 packet carrying UDP to the DHCP server port
@@ -69,7 +69,6 @@ func parseDatagram(p []byte) (datagram, error) {
 	if ulen < udpHeaderLen || ulen > len(u) {
 		return d, fmt.Errorf("%w: UDP length %d with %d bytes after the IP header", ErrMalformed, ulen, len(u))
 	}
-	d.src = net.IP(p[12:16])
 	d.dst = net.IP(p[16:20])
 	d.payload = u[udpHeaderLen:ulen]
 	return d, nil
