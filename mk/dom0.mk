@@ -39,11 +39,13 @@ DOM0_KMODS := xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs xen-blkback \
 	xen-netback loop bridge tun virtio_pci 9pnet_virtio 9p
 
 # Xen userspace in dom0, from the host's packages (u-root adds their shared
-# libraries). HOST:IMAGE pairs.
+# libraries). HOST:IMAGE pairs. libgcc_s is dlopened by glibc for
+# pthread_cancel, which xl uses: ldd cannot see it.
 XEN_LIBEXEC := /usr/lib/xen-4.17/bin
 DOM0_XEN_FILES := \
 	$(foreach f,xl xenstored xenconsoled xenconsole xen-init-dom0 libxl-save-helper vchan-socket-proxy xenstore-control,$(XEN_LIBEXEC)/$(f):$(XEN_LIBEXEC:/%=%)/$(f)) \
 	$(XEN_LIBEXEC)/vchan-socket-proxy:usr/bin/vchan-socket-proxy \
+	/lib/x86_64-linux-gnu/libgcc_s.so.1:lib/x86_64-linux-gnu/libgcc_s.so.1 \
 	$(foreach f,xenstore xenstore-read xenstore-write xenstore-ls xenstore-list xenstore-rm xenstore-exists xenstore-watch xenstore-chmod,/usr/bin/$(f):usr/bin/$(f))
 
 DOM0_GO_SRCS := $(shell find cmd/dom0init bootinit e2e/hostjob -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
