@@ -9,7 +9,8 @@
 #                     as /init, qvm, and Xen's userspace from the host's
 #                     xen-utils-4.17 (the same libxl that qvm links)
 #   make guest-image  build/dom0/guest.cpio.gz: a tiny u-root guest whose init
-#                     (cmd/guestinit) prints a marker and powers off
+#                     (cmd/guestinit) prints a marker and powers off or
+#                     waits to be shut down
 #
 # The e2e tests (package e2e) boot these with the harness in e2e/xenvm.
 
@@ -119,7 +120,7 @@ $(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_GO_SRCS)
 
 $(GUEST_IMAGE): $(UROOT) $(GUEST_GO_SRCS)
 	@start=$$(date +%s.%N); set -e; mkdir -p $(@D); \
-	$(UROOT) -o $(DOM0_DIR)/guest.cpio -initcmd=guestinit -defaultsh= ./cmd/guestinit; \
+	$(UROOT) -o $(DOM0_DIR)/guest.cpio -initcmd=guestinit -defaultsh= ./cmd/guestinit github.com/u-root/u-root/cmds/core/poweroff; \
 	gzip -9 -n -f $(DOM0_DIR)/guest.cpio; \
 	end=$$(date +%s.%N); \
 	echo "guest-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"

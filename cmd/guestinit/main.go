@@ -10,7 +10,8 @@
 //	qvm.after=wait         keep running until the domain is shut down
 //
 // Shut down by the toolstack (xl shutdown / qvm-shutdown), the guest's
-// kernel signals init; guestinit then powers off.
+// kernel runs /sbin/poweroff (u-root's, linked there by guestinit), which
+// powers the domain off.
 package main
 
 import (
@@ -49,6 +50,14 @@ func run() error {
 	}
 	// Make ctrl-alt-del a signal to init rather than an immediate reboot.
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	// The kernel runs /sbin/poweroff when the toolstack asks the domain
+	// to shut down.
+	if err := os.MkdirAll("/sbin", 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("/bbin/poweroff", "/sbin/poweroff"); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("link /sbin/poweroff: %w", err)
+	}
 	cl := cmdline.NewCmdLine()
 	if cl.Err != nil {
 		return fmt.Errorf("read kernel command line: %w", cl.Err)
