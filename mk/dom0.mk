@@ -8,6 +8,11 @@
 #   make dom0-image   build/dom0/dom0.cpio.gz: u-root core commands, dom0init
 #                     as /init, qvm, and Xen's userspace from the host's
 #                     xen-utils-4.17 (the same libxl that qvm links)
+#   make dom0-qemu-image
+#                     build/dom0/dom0-qemu.cpio.gz: Xen's device model QEMU
+#                     (qemu-system-xen), hvmloader, SeaBIOS, the option ROMs
+#                     and keymap it needs, as an archive to append to the
+#                     dom0 image (xenvm.Config.ExtraInitrds) for HVM guests
 #   make guest-image  build/dom0/guest.cpio.gz: a tiny u-root guest whose init
 #                     (cmd/guestinit) prints a marker and powers off or
 #                     waits to be shut down
@@ -15,8 +20,8 @@
 # The e2e tests (package e2e) boot these with the harness in e2e/xenvm.
 
 APT_PACKAGES += qemu-system-x86 xen-utils-4.17 xenstore-utils qemu-system-xen \
-	kmod cpio gzip xz-utils dpkg
-TEST_PREREQS += dom0-image guest-image
+	seabios ipxe-qemu qemu-system-data kmod cpio gzip
+TEST_PREREQS += dom0-image guest-image dom0-qemu-image
 
 DOM0_DIR      := $(BUILD)/dom0
 DOM0_DEBS     := $(DOM0_DIR)/debs
@@ -26,6 +31,7 @@ DOM0_STAGE    := $(DOM0_DIR)/stage
 DOM0_PARTS    := $(DOM0_DIR)/.parts
 DOM0_IMAGE    := $(DOM0_DIR)/dom0.cpio.gz
 GUEST_IMAGE   := $(DOM0_DIR)/guest.cpio.gz
+DOM0_QEMU_IMAGE := $(DOM0_DIR)/dom0-qemu.cpio.gz
 UROOT_VERSION := v0.16.0
 UROOT         := $(BUILD)/tools/u-root-$(UROOT_VERSION)
 
@@ -49,13 +55,19 @@ DOM0_XEN_FILES := \
 	/lib/x86_64-linux-gnu/libgcc_s.so.1:lib/x86_64-linux-gnu/libgcc_s.so.1 \
 	$(foreach f,xenstore xenstore-read xenstore-write xenstore-ls xenstore-list xenstore-rm xenstore-exists xenstore-watch xenstore-chmod,/usr/bin/$(f):usr/bin/$(f))
 
+# The HVM device model and the firmware it loads, for dom0-qemu.cpio.gz.
+DOM0_QEMU_FILES := /usr/libexec/xen-qemu-system-i386 /usr/lib/xen-4.17/boot/hvmloader \
+	/usr/share/seabios /usr/share/qemu/keymaps/en-us /usr/share/qemu/linuxboot.bin /usr/share/qemu/linuxboot_dma.bin \
+	/usr/lib/ipxe/qemu/efi-rtl8139.rom /usr/lib/ipxe/qemu/efi-e1000.rom
+
 DOM0_GO_SRCS := $(shell find cmd/dom0init bootinit e2e/hostjob -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
 GUEST_GO_SRCS := $(shell find cmd/guestinit bootinit -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: dom0-parts dom0-image guest-image dom0-clean FORCE
+.PHONY: dom0-parts dom0-image guest-image dom0-qemu-image dom0-clean FORCE
 dom0-parts: deps $(DOM0_PARTS)
 dom0-image: dom0-parts build $(DOM0_IMAGE)
 guest-image: dom0-parts $(GUEST_IMAGE)
+dom0-qemu-image: deps $(DOM0_QEMU_IMAGE)
 
 $(UROOT):
 	@mkdir -p $(@D)
@@ -124,6 +136,14 @@ $(GUEST_IMAGE): $(UROOT) $(GUEST_GO_SRCS)
 	gzip -9 -n -f $(DOM0_DIR)/guest.cpio; \
 	end=$$(date +%s.%N); \
 	echo "guest-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"
+
+$(DOM0_QEMU_IMAGE): $(UROOT) mk/dom0.mk
+	@start=$$(date +%s.%N); set -e; mkdir -p $(@D); \
+	$(UROOT) -o $(DOM0_DIR)/dom0-qemu.cpio -nocmd -base=/dev/null -initcmd= -uinitcmd= -defaultsh= \
+	  $(foreach f,$(DOM0_QEMU_FILES),-files $(f):$(f:/%=%)); \
+	gzip -9 -n -f $(DOM0_DIR)/dom0-qemu.cpio; \
+	end=$$(date +%s.%N); \
+	echo "dom0-qemu-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"
 
 FORCE:
 
