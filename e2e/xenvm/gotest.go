@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/qvm-project/qvm/e2e/hostjob"
 )
@@ -57,7 +58,14 @@ func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 			env = append(env, k+"="+v)
 		}
 	}
-	cfg.Job = GoTestJob(ShareMount+"/"+testBinary, t.Name(), env)
+	// The inside test times out (and prints its goroutines) before the
+	// machine is killed.
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = defaultTimeout
+	}
+	inside := max(timeout-2*time.Minute, time.Minute)
+	cfg.Job = GoTestJob(ShareMount+"/"+testBinary, t.Name(), env, inside)
 	lw := &lineWriter{emit: func(s string) { t.Log(s) }}
 	cfg.Output = teeWriter(cfg.Output, lw)
 	sw := &lineWriter{emit: func(s string) {
@@ -81,13 +89,13 @@ func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 }
 
 // GoTestJob is the job that runs one test (by its full name, subtests
-// included) of a Go test binary in dom0.
-func GoTestJob(binary, testName string, env []string) (j hostjob.Job) {
+// included) of a Go test binary in dom0, with the given test timeout.
+func GoTestJob(binary, testName string, env []string, timeout time.Duration) (j hostjob.Job) {
 	parts := strings.Split(testName, "/")
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
-	j.Argv = []string{binary, "-test.run", strings.Join(parts, "/"), "-test.v", "-test.count=1", "-test.timeout=30m"}
+	j.Argv = []string{binary, "-test.run", strings.Join(parts, "/"), "-test.v", "-test.count=1", "-test.timeout=" + timeout.String()}
 	j.Env = env
 	j.Dir = ShareMount
 	return j

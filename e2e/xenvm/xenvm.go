@@ -97,8 +97,14 @@ type Result struct {
 // stopped) before dom0 reported the job's status.
 var ErrNoStatus = errors.New("dom0 did not report the job's status")
 
+// defaultTimeout bounds a run when Config.Timeout is zero.
+const defaultTimeout = 15 * time.Minute
+
 // readyLine matches dom0init's line saying dom0 is up.
 var readyLine = regexp.MustCompile(`dom0init: \[ *[0-9.]+\] ready:`)
+
+// failedLine matches dom0init's line saying why it gave up.
+var failedLine = regexp.MustCompile(`dom0init: \[ *[0-9.]+\] FAILED: [^\r\n]*`)
 
 // Run boots the test bed, runs cfg.Job in dom0 and returns when the machine
 // has powered off (or ctx ended, or the timeout passed: then QEMU is killed).
@@ -193,6 +199,9 @@ loop:
 	case waitErr != nil:
 		why = fmt.Sprintf("qemu: %v: %s", waitErr, strings.TrimSpace(qemuOut.String()))
 	}
+	if failed := failedLine.Find(res.Serial); failed != nil {
+		why += "; " + string(failed)
+	}
 	return res, fmt.Errorf("xenvm: %w (%s; status: %v); serial log ends:\n%s", ErrNoStatus, why, stErr, Tail(res.Serial, 40))
 }
 
@@ -220,7 +229,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CPUs = 2
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 15 * time.Minute
+		c.Timeout = defaultTimeout
 	}
 	if len(c.Job.Argv) > 0 {
 		if err := c.Job.Validate(); err != nil {

@@ -108,7 +108,7 @@ func TestJoinInitrds(t *testing.T) {
 }
 
 func TestGoTestJob(t *testing.T) {
-	j := GoTestJob("/mnt/host/x.test", "TestA/sub.1", []string{"K=V"})
+	j := GoTestJob("/mnt/host/x.test", "TestA/sub.1", []string{"K=V"}, time.Minute)
 	if err := j.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +117,9 @@ func TestGoTestJob(t *testing.T) {
 		t.Fatalf("no -test.run in %q", j.Argv)
 	}
 	pat := j.Argv[i+1]
+	if !slices.Contains(j.Argv, "-test.timeout=1m0s") {
+		t.Errorf("no -test.timeout=1m0s in %q", j.Argv)
+	}
 	levels := strings.Split(pat, "/")
 	if len(levels) != 2 {
 		t.Fatalf("pattern %q: want one level per test name level", pat)
