@@ -131,6 +131,10 @@ extra="console=hvc0 quiet qvm.marker=%s qvm.after=%s"`, dir, dir, marker, after)
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("guest %s: no %q on its console: %v; console log:\n%s", name, want, err, xenvm.Tail(b, 30))
 	}
+	if want := "guestinit: xenbus: /dev/xen/xenbus ok"; !fileHasLine(logPath, want) {
+		b, _ := os.ReadFile(logPath)
+		t.Errorf("guest %s: no %q on its console (the guest cannot reach xenstore); console log:\n%s", name, want, xenvm.Tail(b, 30))
+	}
 	return marker
 }
 

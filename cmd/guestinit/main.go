@@ -25,6 +25,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// xenbusDev is the guest kernel's xenstore device.
+const xenbusDev = "/dev/xen/xenbus"
+
 func main() {
 	if err := run(); err != nil {
 		say("FAILED: %v", err)
@@ -64,6 +67,15 @@ func run() error {
 	}
 	if m, ok := cl.Flag("qvm.marker"); ok {
 		say("marker %s", m)
+	}
+	// The guest reaches xenstore through this device (the xenstore
+	// package's guest transport).
+	if fi, err := os.Stat(xenbusDev); err != nil {
+		say("xenbus: %v", err)
+	} else if fi.Mode()&os.ModeCharDevice == 0 {
+		say("xenbus: %s is not a character device", xenbusDev)
+	} else {
+		say("xenbus: %s ok", xenbusDev)
 	}
 	switch after, _ := cl.Flag("qvm.after"); after {
 	case "", "poweroff":
