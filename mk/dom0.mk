@@ -13,6 +13,8 @@
 #                     (qemu-system-xen), hvmloader, SeaBIOS, the option ROMs
 #                     and keymap it needs, as an archive to append to the
 #                     dom0 image (xenvm.Config.ExtraInitrds) for HVM guests
+#   make dom0-shell   boot the bed with a shell in dom0 on this terminal
+#                     (exit the shell to power off; Ctrl-a x quits QEMU)
 #   make guest-image  build/dom0/guest.cpio.gz: a tiny u-root guest whose init
 #                     (cmd/guestinit) prints a marker and powers off or
 #                     waits to be shut down
@@ -63,7 +65,7 @@ DOM0_QEMU_FILES := /usr/libexec/xen-qemu-system-i386 /usr/lib/xen-4.17/boot/hvml
 DOM0_GO_SRCS := $(shell find cmd/dom0init bootinit e2e/hostjob -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
 GUEST_GO_SRCS := $(shell find cmd/guestinit bootinit -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: dom0-parts dom0-image guest-image dom0-qemu-image dom0-clean FORCE
+.PHONY: dom0-parts dom0-image guest-image dom0-qemu-image dom0-shell dom0-clean FORCE
 dom0-parts: deps $(DOM0_PARTS)
 dom0-image: dom0-parts build $(DOM0_IMAGE)
 guest-image: dom0-parts $(GUEST_IMAGE)
@@ -144,6 +146,18 @@ $(DOM0_QEMU_IMAGE): $(UROOT) mk/dom0.mk
 	gzip -9 -n -f $(DOM0_DIR)/dom0-qemu.cpio; \
 	end=$$(date +%s.%N); \
 	echo "dom0-qemu-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"
+
+# The same machine as e2e/xenvm, interactive. DOM0_SHELL_HVM=0 boots a CPU
+# without SVM/NPT (no HVM).
+comma := ,
+DOM0_SHELL_CPU := $(if $(filter 0,$(DOM0_SHELL_HVM)),qemu64$(comma)-svm,qemu64$(comma)+svm$(comma)+npt)
+dom0-shell: dom0-image guest-image dom0-qemu-image
+	cat $(DOM0_IMAGE) $(DOM0_QEMU_IMAGE) > $(DOM0_DIR)/shell-initrd.cpio.gz
+	qemu-system-x86_64 -nographic -no-reboot -m 3072 -smp 2 -cpu $(DOM0_SHELL_CPU) -nic none \
+	  -kernel $(DOM0_DIR)/xen -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all" \
+	  -initrd "$(DOM0_DIR)/vmlinuz console=hvc0 earlyprintk=xen quiet qvm.run=shell qvm.share=qvmhost,$(DOM0_DIR)/shell-initrd.cpio.gz" \
+	  -virtfs local,path=$(abspath $(DOM0_DIR)),mount_tag=qvmhost,security_model=none,readonly=on,id=qvmhost \
+	  -serial mon:stdio -monitor none -display none
 
 FORCE:
 
