@@ -94,6 +94,9 @@ $(DOM0_PARTS): mk/dom0.mk
 	    (cd $(DOM0_DEBS) && apt-get download -q -o APT::Sandbox::User=root $$(echo $$d | cut -d_ -f1)); \
 	  fi; \
 	done; \
+	for f in $(DOM0_DEBS)/*.deb; do \
+	  case " $$(echo $$debs) " in *" $$(basename $$f) "*) ;; *) echo "dom0-parts: dropping old $$(basename $$f)"; rm -f $$f;; esac; \
+	done; \
 	rm -rf $(DOM0_PKGROOT) $(DOM0_MODROOT); mkdir -p $(DOM0_PKGROOT); \
 	for d in $$debs; do echo "dom0-parts: unpacking $$d"; dpkg-deb -x $(DOM0_DEBS)/$$d $(DOM0_PKGROOT); done; \
 	gunzip -c $(DOM0_PKGROOT)/boot/xen-4.17-amd64.gz > $(DOM0_DIR)/xen; \
