@@ -65,9 +65,6 @@ func run() error {
 	if cl.Err != nil {
 		return fmt.Errorf("read kernel command line: %w", cl.Err)
 	}
-	if m, ok := cl.Flag("qvm.marker"); ok {
-		say("marker %s", m)
-	}
 	// The guest reaches xenstore through this device (the xenstore
 	// package's guest transport).
 	if fi, err := os.Stat(xenbusDev); err != nil {
@@ -76,6 +73,10 @@ func run() error {
 		say("xenbus: %s is not a character device", xenbusDev)
 	} else {
 		say("xenbus: %s ok", xenbusDev)
+	}
+	// The marker comes last: a test that sees it has seen the lines above.
+	if m, ok := cl.Flag("qvm.marker"); ok {
+		say("marker %s", m)
 	}
 	switch after, _ := cl.Flag("qvm.after"); after {
 	case "", "poweroff":
