@@ -2,7 +2,10 @@ module github.com/qvm-project/qvm
 
 go 1.26
 
-require github.com/u-root/u-root v0.16.0
+require (
+	github.com/u-root/u-root v0.16.0
+	golang.org/x/sys v0.41.0
+)
 
 require (
 	github.com/ProtonMail/go-crypto v0.0.0-20221026131551-cf6655e29de4 // indirect
@@ -56,7 +59,6 @@ require (
 	golang.org/x/exp v0.0.0-20250305212735-054e65f0b394 // indirect
 	golang.org/x/net v0.47.0 // indirect
 	golang.org/x/sync v0.18.0 // indirect
-	golang.org/x/sys v0.41.0 // indirect
 	golang.org/x/term v0.37.0 // indirect
 	golang.org/x/text v0.31.0 // indirect
 	mvdan.cc/sh/v3 v3.11.0 // indirect

@@ -44,7 +44,7 @@ func TestXenBed(t *testing.T) {
 	p := bedParts(t)
 	xenvm.RunTest(context.Background(), t, xenvm.Config{
 		Parts: p,
-		Files: map[string]string{"vmlinuz": p.Kernel, "guest.cpio.gz": p.GuestImage},
+		Files: p.GuestFiles(),
 	})
 }
 
@@ -77,9 +77,8 @@ func bedInside(t *testing.T) {
 	// Guests boot from dom0's memory, not over the 9p share.
 	dir := t.TempDir()
 	start := time.Now()
-	for _, f := range []string{"vmlinuz", "guest.cpio.gz"} {
-		copyTo(t, filepath.Join(xenvm.ShareMount, f), filepath.Join(dir, f))
-	}
+	copyTo(t, xenvm.GuestKernel, filepath.Join(dir, "vmlinuz"))
+	copyTo(t, xenvm.GuestImage, filepath.Join(dir, "guest.cpio.gz"))
 	t.Logf("copied the guest kernel and image from the host share in %.2f s", time.Since(start).Seconds())
 
 	for _, typ := range []string{"pv", "pvh"} {

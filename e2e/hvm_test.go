@@ -37,15 +37,14 @@ func TestXenBedHVM(t *testing.T) {
 	xenvm.RunTest(context.Background(), t, xenvm.Config{
 		Parts:        p,
 		ExtraInitrds: []string{qemuPart(t, p)},
-		Files:        map[string]string{"vmlinuz": p.Kernel, "guest.cpio.gz": p.GuestImage},
+		Files:        p.GuestFiles(),
 	})
 }
 
 func hvmInside(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{"vmlinuz", "guest.cpio.gz"} {
-		copyTo(t, filepath.Join(xenvm.ShareMount, f), filepath.Join(dir, f))
-	}
+	copyTo(t, xenvm.GuestKernel, filepath.Join(dir, "vmlinuz"))
+	copyTo(t, xenvm.GuestImage, filepath.Join(dir, "guest.cpio.gz"))
 	name := "bed-hvm"
 	marker := name + "-" + nonce(t)
 	serial := filepath.Join(dir, "serial.log")

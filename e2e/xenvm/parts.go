@@ -20,6 +20,18 @@ type Parts struct {
 	GuestImage string
 }
 
+// Where GuestFiles puts the guest kernel and image in dom0.
+const (
+	GuestKernel = ShareMount + "/vmlinuz"
+	GuestImage  = ShareMount + "/guest.cpio.gz"
+)
+
+// GuestFiles is a Config.Files map that shares the guest kernel (the Debian
+// kernel) and the tiny guest image with dom0, at GuestKernel and GuestImage.
+func (p Parts) GuestFiles() map[string]string {
+	return map[string]string{"vmlinuz": p.Kernel, "guest.cpio.gz": p.GuestImage}
+}
+
 // PartsDirEnv names a directory holding the parts (xen, vmlinuz,
 // dom0.cpio.gz, guest.cpio.gz) to use instead of the repository's
 // build/dom0.
