@@ -1,0 +1,92 @@
+// Command guestinit is pid 1 of the project's tiny test guest image: it
+// mounts the kernel file systems, prints a line on its console for the test
+// that started it, and then powers off or waits, as its kernel command line
+// says.
+//
+// Kernel command line (the `extra`/`cmdline` of the guest's config):
+//
+//	qvm.marker=TEXT        print "guestinit: marker TEXT" on the console
+//	qvm.after=poweroff     power off when done (default)
+//	qvm.after=wait         keep running until the domain is shut down
+//
+// Shut down by the toolstack (xl shutdown / qvm-shutdown), the guest's
+// kernel runs /sbin/poweroff (u-root's, linked there by guestinit), which
+// powers the domain off.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/qvm-project/qvm/bootinit"
+	"github.com/u-root/u-root/pkg/cmdline"
+	"golang.org/x/sys/unix"
+)
+
+// xenbusDev is the guest kernel's xenstore device.
+const xenbusDev = "/dev/xen/xenbus"
+
+func main() {
+	if err := run(); err != nil {
+		say("FAILED: %v", err)
+	}
+	say("powering off")
+	if err := bootinit.PowerOff(); err != nil {
+		say("FAILED: %v", err)
+	}
+	time.Sleep(time.Second)
+}
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, "guestinit: %s\n", fmt.Sprintf(format, args...))
+}
+
+func run() error {
+	// A PV guest's orderly shutdown reaches init as SIGINT (ctrl-alt-del)
+	// or SIGPWR; catch them before anything can block.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, unix.SIGINT, unix.SIGPWR, unix.SIGTERM)
+	if err := bootinit.MountAll(bootinit.BaseMounts()[:3]); err != nil {
+		return err
+	}
+	// Make ctrl-alt-del a signal to init rather than an immediate reboot.
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	// The kernel runs /sbin/poweroff when the toolstack asks the domain
+	// to shut down.
+	if err := os.MkdirAll("/sbin", 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("/bbin/poweroff", "/sbin/poweroff"); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("link /sbin/poweroff: %w", err)
+	}
+	cl := cmdline.NewCmdLine()
+	if cl.Err != nil {
+		return fmt.Errorf("read kernel command line: %w", cl.Err)
+	}
+	// The guest reaches xenstore through this device (the xenstore
+	// package's guest transport).
+	if fi, err := os.Stat(xenbusDev); err != nil {
+		say("xenbus: %v", err)
+	} else if fi.Mode()&os.ModeCharDevice == 0 {
+		say("xenbus: %s is not a character device", xenbusDev)
+	} else {
+		say("xenbus: %s ok", xenbusDev)
+	}
+	// The marker comes last: a test that sees it has seen the lines above.
+	if m, ok := cl.Flag("qvm.marker"); ok {
+		say("marker %s", m)
+	}
+	switch after, _ := cl.Flag("qvm.after"); after {
+	case "", "poweroff":
+		return nil
+	case "wait":
+		say("waiting for shutdown")
+		sig := <-stop
+		say("got %v", sig)
+		return nil
+	default:
+		return fmt.Errorf("qvm.after=%q: want poweroff or wait", after)
+	}
+}
