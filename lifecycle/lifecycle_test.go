@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qvm-project/qvm/loopdev"
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
 	"github.com/qvm-project/qvm/volume"
@@ -32,6 +33,9 @@ type fakeXen struct {
 	noHVM   bool
 	failOn  string // "create" or "unpause"
 	created []*xl.DomainConfig
+	// loopsAtCreate are the loop devices the configs named, with the
+	// image each served when the domain was created.
+	loopsAtCreate []string
 	// keysAtUnpause records, per domain, the qubes keys present when it
 	// was unpaused.
 	keysAtUnpause map[string][]string
@@ -62,6 +66,7 @@ func (f *fakeXen) CreatePaused(ctx context.Context, cfg *xl.DomainConfig) (uint3
 			}
 		}
 	}
+	f.loopsAtCreate = append(f.loopsAtCreate, loopsOf(cfg)...)
 	id := f.next
 	f.next++
 	f.doms[id] = &fakeDom{name: cfg.Name, paused: true}
@@ -214,7 +219,7 @@ func TestStartPublishesKeysBeforeUnpause(t *testing.T) {
 	if _, err := os.Stat(snap); err != nil {
 		t.Errorf("root snapshot: %v", err)
 	}
-	if cfg := f.created[1]; cfg.Disks[0].Target != snap || cfg.NICs[0].BackendDomain != "sys-net" {
+	if cfg := f.created[1]; !strings.HasPrefix(cfg.Disks[0].Target, "/dev/loop") || cfg.NICs[0].BackendDomain != "sys-net" {
 		t.Errorf("config %+v", cfg)
 	}
 	// The live state shows up, and a second start is refused.
@@ -296,5 +301,40 @@ func TestWaitCleansUp(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(m.Store.VMDir("work", vm.AppVM), rootSnapshot)); !os.IsNotExist(err) {
 		t.Errorf("snapshot after death: %v", err)
+	}
+}
+
+// loopsOf lists "device=backing file" for a config's loop-backed disks.
+func loopsOf(cfg *xl.DomainConfig) []string {
+	var out []string
+	for _, d := range cfg.Disks {
+		if strings.HasPrefix(d.Target, "/dev/loop") {
+			b, _ := loopdev.BackingFile(d.Target)
+			out = append(out, d.Target+"="+b)
+		}
+	}
+	return out
+}
+
+// TestDisksAreLoopDevicesThatDoNotLeak: file images reach the backend as
+// loop devices serving them; once the domain does not hold them (here the
+// stand-in hypervisor never opens them), they are gone.
+func TestDisksAreLoopDevicesThatDoNotLeak(t *testing.T) {
+	m, f := setup(t)
+	if _, err := m.Start(context.Background(), "direct", StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.created[0]
+	if len(f.loopsAtCreate) != 3 || cfg.Disks[0].Backend != xl.BackendPhy {
+		t.Fatalf("disks %+v, loops %v", cfg.Disks, f.loopsAtCreate)
+	}
+	for _, l := range f.loopsAtCreate {
+		dev, backing, _ := strings.Cut(l, "=")
+		if !strings.Contains(backing, "/appvms/") { // (the kernel keeps 63 bytes of the name)
+			t.Errorf("%s served %q at create", dev, backing)
+		}
+		if now, _ := loopdev.BackingFile(dev); now != "" {
+			t.Errorf("%s still attached to %s", dev, now)
+		}
 	}
 }

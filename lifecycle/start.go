@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/qvm-project/qvm/domconfig"
+	"github.com/qvm-project/qvm/loopdev"
 	"github.com/qvm-project/qvm/qubesdb"
 	"github.com/qvm-project/qvm/vm"
 	"github.com/qvm-project/qvm/volume"
@@ -108,7 +110,15 @@ func (m *Manager) start(ctx context.Context, sys *vm.System, name string, opt St
 		cleanup()
 		return err
 	}
+	release, err := attachDisks(ctx, cfg)
+	if err != nil {
+		cleanup()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
 	domid, err := m.Hyp.CreatePaused(ctx, cfg)
+	// The backend holds the loop devices now (or, on failure, nobody):
+	// dropping ours lets the kernel detach them when the domain goes.
+	release()
 	if err != nil {
 		cleanup()
 		return fmt.Errorf("start %s: %w", name, err)
@@ -229,6 +239,41 @@ func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions
 		return in, cleanup, err
 	}
 	return in, cleanup, nil
+}
+
+// attachDisks puts each file image of cfg on a loop device (autoclear),
+// for dom0's block backend, and points the disk at it. release drops this
+// process's hold; call it once the domain exists (or failed to).
+// CD-ROMs stay files: QEMU serves them.
+func attachDisks(ctx context.Context, cfg *xl.DomainConfig) (release func(), err error) {
+	var devs []*loopdev.Device
+	release = func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}
+	for i := range cfg.Disks {
+		d := &cfg.Disks[i]
+		if d.CDROM || d.Target == "" {
+			continue
+		}
+		fi, err := os.Stat(d.Target)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("disk %s: %w", d.Vdev, err)
+		}
+		if !fi.Mode().IsRegular() {
+			continue
+		}
+		dev, err := loopdev.Attach(ctx, d.Target, !d.ReadWrite)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("disk %s: %w", d.Vdev, err)
+		}
+		devs = append(devs, dev)
+		d.Target, d.Backend = dev.Path, xl.BackendPhy
+	}
+	return release, nil
 }
 
 // removeRunFiles deletes what only a running VM needs.
