@@ -3,6 +3,7 @@ package stubdom
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,10 @@ type Spec struct {
 	// the root of its unpacked package, holding
 	// lib/modules/<KernelVersion>/ with modules.dep.
 	Kernel, KernelRoot, KernelVersion string
+	// KernelFragment and KernelDotConfig, when set, are the Kconfig
+	// fragment the kernel was configured from and its resulting .config:
+	// Build checks that every setting of the fragment took.
+	KernelFragment, KernelDotConfig string
 	// OutDir receives the results (and a staging directory).
 	OutDir string
 	// Files overrides Files() (tests); nil means Files().
@@ -72,6 +77,11 @@ func Build(ctx context.Context, spec Spec) (Result, error) {
 	for _, f := range files {
 		if _, err := os.Stat(f.Host); err != nil {
 			return res, fmt.Errorf("stubdom image: %s (%s): %w", f.Host, f.Why, err)
+		}
+	}
+	if spec.KernelFragment != "" {
+		if err := CheckKernelConfigFiles(spec.KernelFragment, spec.KernelDotConfig); err != nil {
+			return res, fmt.Errorf("stubdom image: kernel: %w", err)
 		}
 	}
 	stage := filepath.Join(spec.OutDir, "stage")
@@ -121,7 +131,7 @@ func Build(ctx context.Context, spec Spec) (Result, error) {
 		}
 		*n = fi.Size()
 	}
-	res.Dom0Archive = filepath.Join(spec.OutDir, "stubdom-dom0.cpio")
+	res.Dom0Archive = filepath.Join(spec.OutDir, "stubdom-dom0.cpio.gz")
 	if err := WriteDom0Archive(res.Dom0Archive, res.Kernel, res.Ramdisk); err != nil {
 		return res, fmt.Errorf("stubdom image: %w", err)
 	}
@@ -135,7 +145,9 @@ func Build(ctx context.Context, spec Spec) (Result, error) {
 // (relative paths). Modules built into the kernel need no file.
 func StageModules(srcDir, dstDir string, want []bootinit.Module) ([]string, error) {
 	deps, err := readModulesDep(filepath.Join(srcDir, "modules.dep"))
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		deps = map[string][]string{} // a kernel without modules
+	} else if err != nil {
 		return nil, err
 	}
 	builtin, err := readLines(filepath.Join(srcDir, "modules.builtin"))
@@ -251,16 +263,22 @@ func readLines(p string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// WriteDom0Archive writes an uncompressed cpio archive that holds kernel
-// and ramdisk as Dir/KernelName and Dir/RamdiskName (their contents are
-// compressed already).
+// WriteDom0Archive writes a gzip-compressed cpio archive that holds kernel
+// and ramdisk as Dir/KernelName and Dir/RamdiskName. Their contents are
+// compressed already, so it is stored with the fastest level; it is
+// compressed at all because the kernel reads an uncompressed archive that
+// follows a compressed one only at a 4-byte aligned offset.
 func WriteDom0Archive(out, kernel, ramdisk string) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	w := cpio.Newc.Writer(f)
+	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	w := cpio.Newc.Writer(zw)
 	// The directories are written with the modes dom0 has for them: the
 	// kernel applies an archive's mode to a directory that exists.
 	var recs []cpio.Record
@@ -280,6 +298,9 @@ func WriteDom0Archive(out, kernel, ramdisk string) error {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
 	if err := cpio.WriteTrailer(w); err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	if err := zw.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
 	return f.Close()

@@ -56,17 +56,18 @@ func readConfig(ctx context.Context, xs *xenstore.Client) (config, error) {
 	if len(keys) > 4096 {
 		return c, fmt.Errorf("%s has %d entries: too many", dir, len(keys))
 	}
-	vals := make([][]byte, len(keys))
-	b := xs.Batch()
-	for i, k := range keys {
-		b.Read(dir+"/"+k, &vals[i])
-	}
-	if err := b.Run(ctx); err != nil {
-		return c, fmt.Errorf("read the device-model arguments: %w", err)
-	}
+	// One request at a time: the kernel's xenbus device keeps a pointer
+	// to the body of a request it has not sent yet into the file's write
+	// buffer, so pipelined requests (a Batch) can be sent with the body of
+	// a later one (seen in the nested Xen: every read returned the last
+	// key's value).
 	entries := make(map[string]string, len(keys))
-	for i, k := range keys {
-		entries[k] = string(vals[i])
+	for _, k := range keys {
+		v, err := xs.ReadString(ctx, dir+"/"+k)
+		if err != nil {
+			return c, fmt.Errorf("read the device-model arguments: %w", err)
+		}
+		entries[k] = v
 	}
 	if c.Argv, err = dmargs.Sorted(entries); err != nil {
 		return c, fmt.Errorf("%s: %w", dir, err)

@@ -66,15 +66,17 @@ func main() {
 
 // newLogger logs to the console, each record with the kernel's uptime.
 func newLogger(w *os.File) *slog.Logger {
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	})
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: dropTime})
 	return slog.New(uptimeHandler{h}).With("prog", "stubdominit")
+}
+
+// dropTime removes the wall-clock time from log records: the stubdomain's
+// clock is not what tells where its start-up time goes.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
 
 // uptimeHandler adds the kernel's uptime to every record, so the log shows

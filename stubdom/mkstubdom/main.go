@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/qvm-project/qvm/stubdom"
@@ -26,7 +27,16 @@ func main() {
 	flag.StringVar(&spec.KernelRoot, "kernel-root", "", "root of the unpacked kernel package (holds lib/modules/VERSION)")
 	flag.StringVar(&spec.KernelVersion, "kernel-version", "", "the kernel's version (uname -r)")
 	flag.StringVar(&spec.OutDir, "out", "build/stubdom", "output directory")
+	kconfig := flag.String("kernel-config", "", "FRAGMENT,DOTCONFIG: check that the kernel's .config has every setting of its Kconfig fragment")
 	flag.Parse()
+	if *kconfig != "" {
+		var ok bool
+		spec.KernelFragment, spec.KernelDotConfig, ok = strings.Cut(*kconfig, ",")
+		if !ok {
+			fmt.Fprintln(os.Stderr, "mkstubdom: -kernel-config wants FRAGMENT,DOTCONFIG")
+			os.Exit(2)
+		}
+	}
 	for _, req := range []struct{ name, v string }{{"uroot", spec.URoot}, {"kernel", spec.Kernel}, {"kernel-root", spec.KernelRoot}, {"kernel-version", spec.KernelVersion}} {
 		if req.v == "" {
 			fmt.Fprintf(os.Stderr, "mkstubdom: -%s is required\n", req.name)
@@ -42,7 +52,7 @@ func main() {
 		os.Exit(1)
 	}
 	c := res.Contents
-	fmt.Printf("stubdom-image: kernel %s %.1f MiB (Debian %s)\n", res.Kernel, mib(res.KernelBytes), c.KernelVersion)
+	fmt.Printf("stubdom-image: kernel %s %.1f MiB (Linux %s)\n", res.Kernel, mib(res.KernelBytes), c.KernelVersion)
 	fmt.Printf("stubdom-image: ramdisk %s %.1f MiB zstd (%d bytes; target < 16 MiB), %.1f MiB unpacked, %d entries, %d shared libraries, %d kernel modules; checked\n",
 		res.Ramdisk, mib(res.RamdiskBytes), res.RamdiskBytes, mib(c.UnpackedBytes), c.Entries, len(c.Libraries), len(c.ModuleFiles))
 	fmt.Printf("stubdom-image: dom0 archive %s (%s/{%s,%s})\n", res.Dom0Archive, stubdom.Dir, stubdom.KernelName, stubdom.RamdiskName)
