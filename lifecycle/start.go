@@ -271,7 +271,7 @@ func attachDisks(ctx context.Context, cfg *xl.DomainConfig) (release func(), err
 			return nil, fmt.Errorf("disk %s: %w", d.Vdev, err)
 		}
 		devs = append(devs, dev)
-		d.Target, d.Backend = dev.Path, xl.BackendPhy
+		d.Target, d.Backend, d.Script = dev.Path, xl.BackendPhy, domconfig.BlockScript
 	}
 	return release, nil
 }

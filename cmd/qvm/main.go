@@ -24,7 +24,9 @@ type verb struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, a *app, args []string) error
-	// link is the command name of the verb's symlink; "" means qvm-NAME.
+	// link is the verb's symlink: a command name installed beside qvm,
+	// or an absolute path (a hotplug script where libxl looks for it);
+	// "" means qvm-NAME.
 	link string
 	// hidden verbs are run by qvm itself or by libxl, not typed.
 	hidden bool
@@ -55,7 +57,8 @@ func verbs() []verb {
 		{name: "dhcpd", summary: "serve a VM its address by DHCP on one interface", run: runDHCPD},
 		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
 		{name: "monitor", summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},
-		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "vif-route-qvm", hidden: true},
+		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "/etc/xen/scripts/vif-route-qvm", hidden: true},
+		{name: "block-qvm", summary: "libxl hotplug script for VM disks on loop devices", run: runBlockHook, link: "/etc/xen/scripts/block-qvm", hidden: true},
 		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
 	}
 }
@@ -89,7 +92,7 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	args := argv[1:]
 	name := ""
 	for _, v := range verbs() {
-		if v.link == base {
+		if v.link != "" && filepath.Base(v.link) == base {
 			name = v.name
 		}
 	}
@@ -131,7 +134,7 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return 2
 	}
 	a := &app{
-		prog:   found.linkName(),
+		prog:   filepath.Base(found.linkName()),
 		stdin:  stdin,
 		stdout: stdout,
 		stderr: stderr,
