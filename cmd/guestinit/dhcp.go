@@ -17,7 +17,7 @@ import (
 // Qubes agents, ask for an address by DHCP on IFACE and print what it was
 // offered (address, netmask, router, DNS), without applying it.
 func askDHCP(ctx context.Context, ifname string) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	// The Debian kernel has the PV network frontend as a module.
 	if err := bootinit.LoadModules([]bootinit.Module{{Name: "xen-netfront"}}); err != nil {
@@ -37,7 +37,7 @@ func askDHCP(ctx context.Context, ifname string) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("interface %s up: %w", ifname, err)
 	}
-	c, err := nclient4.New(ifname, nclient4.WithTimeout(5*time.Second), nclient4.WithRetry(10))
+	c, err := nclient4.New(ifname, nclient4.WithTimeout(10*time.Second), nclient4.WithRetry(20))
 	if err != nil {
 		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
 	}
