@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -159,7 +160,7 @@ func demoSteps() []step {
 				"--property", "kernelopts=quiet qvm.keys=1 qvm.dhcp=eth0 qvm.after=wait", "--property", "vcpus=1", "--label", "red", "pvvm"},
 		}},
 		{title: "qvm-prefs", cmds: [][]string{{"qvm-prefs", "work"}}, check: func(d *demo) string {
-			if !strings.Contains(d.last, "virt_mode           D  pvh") {
+			if !regexp.MustCompile(`(?m)^virt_mode +D  pvh$`).MatchString(d.last) {
 				return "work is not a PVH VM by default"
 			}
 			return ""
@@ -211,6 +212,7 @@ func runSteps(ctx context.Context, w io.Writer) int {
 		}
 		if msg != "" {
 			fmt.Fprintf(w, "--- step %d FAILED: %s\n", i+1, msg)
+			diagnose(w)
 			continue
 		}
 		fmt.Fprintf(w, "--- step %d ok\n", i+1)
@@ -233,4 +235,26 @@ func shellQuote(argv []string) string {
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+// diagnose shows what helps understand a failed step: the monitors' logs
+// and the ends of the guests' consoles.
+func diagnose(w io.Writer) {
+	for _, pattern := range []string{"/var/lib/qvm/log/*.log", "/var/log/xen/console/guest-*.log"} {
+		files, _ := filepath.Glob(pattern)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil || len(b) == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "    --- %s (end):\n%s\n", f, indent(xenvm.Tail(b, 12)))
+		}
+	}
+	if out, err := exec.Command("xl", "list").CombinedOutput(); err == nil {
+		fmt.Fprintf(w, "    --- xl list:\n%s\n", indent(string(out)))
+	}
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }

@@ -133,13 +133,14 @@ func (c *cmdline) openStore() (*store.Store, error) {
 	return store.Open(c.stateDir())
 }
 
-// host describes this machine for the model's defaults.
-func hostInfo(st *store.Store) vm.Host {
-	return vm.Host{MemoryMiB: hostMemoryMiB(), Kernels: st.Kernels()}
+// hostInfo describes this machine for the model's defaults.
+func (c *cmdline) hostInfo(st *store.Store) vm.Host {
+	return vm.Host{MemoryMiB: c.a.hostMemoryMiB(c.ctx), Kernels: st.Kernels()}
 }
 
-// hostMemoryMiB reads the machine's memory from /proc/meminfo.
-func hostMemoryMiB() int {
+// meminfoMiB reads this kernel's memory from /proc/meminfo: the machine's
+// when not under Xen (in dom0 it would be dom0's share only).
+func meminfoMiB() int {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -165,7 +166,7 @@ func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sys.Host = hostInfo(st)
+	sys.Host = c.hostInfo(st)
 	if sys.Runtime, err = c.a.runtime(c.ctx); err != nil {
 		return nil, nil, err
 	}

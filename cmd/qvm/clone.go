@@ -32,7 +32,7 @@ func runClone(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+	return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 		if err := setRuntime(ctx, a, tx.Sys); err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ func runFeatures(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 			d, err := tx.Sys.Get(name)
 			if err != nil {
 				return err

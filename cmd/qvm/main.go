@@ -70,6 +70,8 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// memMiB caches the machine's memory for this command (see hostMemoryMiB).
+	memMiB int
 }
 
 // usageError is a command-line mistake: exit code 2, like argparse.

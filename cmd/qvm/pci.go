@@ -99,7 +99,7 @@ func pciChange(ctx context.Context, c *cmdline, name, id string, opts []string, 
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+	return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 		if err := setRuntime(ctx, c.a, tx.Sys); err != nil {
 			return err
 		}

@@ -45,7 +45,7 @@ func runPrefs(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 			if err := setRuntime(ctx, a, tx.Sys); err != nil {
 				return err
 			}
@@ -144,7 +144,7 @@ func runGlobalPrefs(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return err
 		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 			if reset {
 				return tx.Sys.ResetGlobal(c.Arg(0))
 			}

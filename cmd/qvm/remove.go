@@ -27,7 +27,7 @@ func runRemove(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	// All named VMs go, or none: one store change.
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+	return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 		if err := setRuntime(ctx, a, tx.Sys); err != nil {
 			return err
 		}

@@ -157,7 +157,7 @@ func volumeResize(ctx context.Context, c *cmdline, target, sizeText string) erro
 		return err
 	}
 	// Under the writer lock, so that no clone or removal runs meanwhile.
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+	return st.Update(ctx, c.hostInfo(st), func(tx *store.Tx) error {
 		if err := setRuntime(ctx, c.a, tx.Sys); err != nil {
 			return err
 		}
