@@ -37,11 +37,6 @@ DOM0_QEMU_IMAGE := $(DOM0_DIR)/dom0-qemu.cpio.gz
 UROOT_VERSION := v0.16.0
 UROOT         := $(BUILD)/tools/u-root-$(UROOT_VERSION)
 
-# Debian packages unpacked for the hypervisor and the kernel. The kernel
-# package name (linux-image-6.1.0-N-amd64) is whatever linux-image-amd64
-# depends on today: apt picks the versions.
-DOM0_DEB_PKGS := xen-hypervisor-4.17-amd64 linux-image-amd64
-
 # Kernel modules dom0 loads (dom0init's list) and those the host share needs;
 # their dependencies come along.
 DOM0_KMODS := xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs xen-blkback \
@@ -76,7 +71,9 @@ $(UROOT):
 	GOBIN=$(abspath $(@D)) $(GO) install github.com/u-root/u-root@$(UROOT_VERSION)
 	mv $(@D)/u-root $@
 
-# Fetch and unpack the Debian parts. The .debs stay in $(DOM0_DEBS), so a
+# Fetch and unpack the Debian parts: xen-hypervisor-4.17-amd64 and the
+# kernel package that linux-image-amd64 depends on today
+# (linux-image-6.1.0-N-amd64); apt picks the versions. The .debs stay in $(DOM0_DEBS), so a
 # re-run downloads nothing unless apt's candidate versions changed.
 $(DOM0_PARTS): mk/dom0.mk
 	@set -e; mkdir -p $(DOM0_DEBS); \
