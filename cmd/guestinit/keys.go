@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"os"
 
 	"github.com/qvm-project/qvm/qubesdb"
 	"github.com/qvm-project/qvm/xenstore"
@@ -37,6 +43,11 @@ func showKeys(ctx context.Context) error {
 	sort.Strings(names)
 	for _, n := range names {
 		if n == "qubes-random-seed" {
+			if err := seedRandom(ctx, xs); err != nil {
+				say("random seed: %v", err)
+			} else {
+				say("random seed: credited to the kernel's pool")
+			}
 			continue
 		}
 		v, err := xs.ReadString(ctx, qubesdb.Dir+"/"+n)
@@ -76,4 +87,33 @@ func errText(err error) string {
 		}
 	}
 	return err.Error()
+}
+
+// seedRandom feeds the 64 random bytes the toolstack gave this VM into the
+// kernel's entropy pool and credits them, as Qubes' agent does: a fresh
+// guest under emulation has no entropy yet, and getrandom() (say, for a
+// DHCP transaction id) would block.
+func seedRandom(ctx context.Context, xs *xenstore.Client) error {
+	v, err := xs.ReadString(ctx, qubesdb.Dir+"/qubes-random-seed")
+	if err != nil {
+		return err
+	}
+	seed, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	f, err := os.OpenFile("/dev/random", os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	req := make([]byte, 8+len(seed))
+	binary.NativeEndian.PutUint32(req[0:], uint32(8*len(seed)))
+	binary.NativeEndian.PutUint32(req[4:], uint32(len(seed)))
+	copy(req[8:], seed)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&req[0]))); errno != 0 {
+		return fmt.Errorf("RNDADDENTROPY: %w", errno)
+	}
+	return nil
 }
