@@ -156,6 +156,22 @@ func meminfoMiB() int {
 	return 0
 }
 
+// update makes one change to the store under its writer lock, with the
+// hypervisor's view of which VMs run attached (asked inside the lock, so
+// that it cannot go stale while the command waits for the lock).
+func (c *cmdline) update(fn func(tx *store.Tx) error) error {
+	st, err := c.openStore()
+	if err != nil {
+		return err
+	}
+	return st.Update(c.ctx, c.hostInfo(st), func(tx *store.Tx) error {
+		if err := setRuntime(c.ctx, c.a, tx.Sys); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // loadSystem opens the store and reads the current system for display.
 func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 	st, err := c.openStore()
