@@ -40,12 +40,14 @@ deps:
 build: deps
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/qvm ./cmd/qvm
-	@for l in $$($(BIN)/qvm --list-links); do ln -sf qvm $(BIN)/$$l; done
+	@for l in $$($(BIN)/qvm --list-links); do case $$l in /*) ;; *) ln -sf qvm $(BIN)/$$l;; esac; done
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/qvm $(DESTDIR)$(PREFIX)/bin/qvm
-	@for l in $$($(BIN)/qvm --list-links); do ln -sf qvm $(DESTDIR)$(PREFIX)/bin/$$l; done
+	@for l in $$($(BIN)/qvm --list-links); do case $$l in \
+	  /*) install -d $(DESTDIR)$$(dirname $$l); ln -sf $(PREFIX)/bin/qvm $(DESTDIR)$$l;; \
+	  *) ln -sf qvm $(DESTDIR)$(PREFIX)/bin/$$l;; esac; done
 
 vet:
 	$(GO) vet ./...

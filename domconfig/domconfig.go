@@ -34,6 +34,11 @@ const (
 // backend: routed, not bridged, as Qubes does.
 const VifScript = "vif-route-qvm"
 
+// BlockScript is the hotplug script of a VM disk served from a block
+// device (qvm's file images go through loop devices): it tells dom0's
+// block backend which device to open.
+const BlockScript = "block-qvm"
+
 // Inputs are the files a domain is built from.
 type Inputs struct {
 	// Root, Private and Volatile are the VM's image files for this start

@@ -35,6 +35,9 @@ func TestXenBedHVM(t *testing.T) {
 	}
 	p := bedParts(t)
 	xenvm.RunTest(context.Background(), t, xenvm.Config{
+		// Under TCG the HVM guest takes about 2 minutes to its first line
+		// on an idle 2-core host, and over 6 when the host is busy.
+		Timeout:      25 * time.Minute,
 		Parts:        p,
 		ExtraInitrds: []string{qemuPart(t, p)},
 		Files:        p.GuestFiles(),
@@ -64,7 +67,7 @@ serial="file:%s"`, dir, dir, marker, serial))
 	}
 	created := time.Since(start)
 	want := "guestinit: marker " + marker
-	if err := waitFor(6*time.Minute, func() bool { return fileHasLine(serial, want) }); err != nil {
+	if err := waitFor(15*time.Minute, func() bool { return fileHasLine(serial, want) }); err != nil {
 		b, _ := os.ReadFile(serial)
 		log, _ := os.ReadFile("/var/log/xen/qemu-dm-" + name + ".log")
 		t.Fatalf("HVM guest: no %q on its serial port: %v\nserial:\n%s\ndevice model log:\n%s", want, err, xenvm.Tail(b, 30), xenvm.Tail(log, 30))

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
@@ -30,7 +29,6 @@ type Hypervisor interface {
 	PhysInfo(ctx context.Context) (xl.PhysInfo, error)
 	// RequestShutdown asks the guest to shut down and returns at once.
 	RequestShutdown(ctx context.Context, domid uint32) error
-	Shutdown(ctx context.Context, domid uint32, timeout time.Duration) (forced bool, err error)
 	WaitDeath(ctx context.Context, domid uint32) (xl.ShutdownReason, error)
 }
 

@@ -42,8 +42,9 @@ type fakeXen struct {
 }
 
 type fakeDom struct {
-	name   string
-	paused bool
+	name     string
+	paused   bool
+	shutdown bool // the guest halted; the domain awaits destruction
 }
 
 func newFakeXen(xs *xenstore.Client) *fakeXen {
@@ -103,7 +104,10 @@ func (f *fakeXen) List(ctx context.Context) ([]xl.DomainInfo, error) {
 	out := []xl.DomainInfo{{ID: 0, Name: "Domain-0", State: xl.StateRunning}}
 	for id, d := range f.doms {
 		st := xl.StateRunning
-		if d.paused {
+		switch {
+		case d.shutdown:
+			st = xl.StateShutdown
+		case d.paused:
 			st = xl.StatePaused
 		}
 		out = append(out, xl.DomainInfo{ID: id, Name: d.name, State: st})
@@ -112,15 +116,19 @@ func (f *fakeXen) List(ctx context.Context) ([]xl.DomainInfo, error) {
 }
 
 func (f *fakeXen) PhysInfo(ctx context.Context) (xl.PhysInfo, error) {
-	return xl.PhysInfo{CapPV: true, CapHVM: !f.noHVM, CapHAP: !f.noHVM}, nil
+	return xl.PhysInfo{CapPV: true, CapHVM: !f.noHVM, CapHAP: !f.noHVM, FreeMemKiB: 2 << 20}, nil
 }
 
-func (f *fakeXen) Shutdown(ctx context.Context, id uint32, timeout time.Duration) (bool, error) {
-	return false, f.Destroy(ctx, id)
-}
-
+// RequestShutdown: the guest halts at once, as a quick guest would.
 func (f *fakeXen) RequestShutdown(ctx context.Context, id uint32) error {
-	return f.Destroy(ctx, id)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.doms[id]
+	if !ok {
+		return xl.ErrNoDomain
+	}
+	d.shutdown = true
+	return nil
 }
 
 func (f *fakeXen) WaitDeath(ctx context.Context, id uint32) (xl.ShutdownReason, error) {
@@ -336,5 +344,37 @@ func TestDisksAreLoopDevicesThatDoNotLeak(t *testing.T) {
 		if now, _ := loopdev.BackingFile(dev); now != "" {
 			t.Errorf("%s still attached to %s", dev, now)
 		}
+	}
+}
+
+func TestNotEnoughMemoryIsAClearError(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	err := m.Store.Update(ctx, m.Host, func(tx *store.Tx) error { return tx.Sys.SetProp("direct", "memory", "100000") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, "direct", StartOptions{}); err == nil || !strings.Contains(err.Error(), "not enough free memory: it needs 100000 MiB, the host has 2048 MiB free") {
+		t.Errorf("err = %v", err)
+	}
+	if len(f.created) != 0 {
+		t.Errorf("created %d domains", len(f.created))
+	}
+}
+
+// TestShutdownWithoutMonitor: the guest halts, nobody else destroys the
+// domain, and Shutdown does after its grace; the VM ends Halted.
+func TestShutdownWithoutMonitor(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	if _, err := m.Start(ctx, "direct", StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	forced, err := m.Shutdown(ctx, "direct", time.Minute)
+	if err != nil || forced {
+		t.Fatalf("shutdown: forced %v, %v", forced, err)
+	}
+	if doms, _ := f.List(ctx); len(doms) != 1 {
+		t.Errorf("domains left: %+v", doms)
 	}
 }

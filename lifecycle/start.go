@@ -100,6 +100,10 @@ func (m *Manager) start(ctx context.Context, sys *vm.System, name string, opt St
 	if err := pi.CheckType(xl.DomainType(v.Str("virt_mode"))); err != nil {
 		return fmt.Errorf("cannot start %s: %w", name, err)
 	}
+	if need := uint64(v.Int("memory")); pi.FreeMemKiB > 0 && need*1024 > pi.FreeMemKiB {
+		return fmt.Errorf("cannot start %s: not enough free memory: it needs %d MiB, the host has %d MiB free; lower its memory (qvm-prefs %s memory N) or stop other VMs",
+			name, need, pi.FreeMemKiB/1024, name)
+	}
 
 	in, cleanup, err := m.prepareFiles(ctx, v, opt)
 	if err != nil {
@@ -271,7 +275,7 @@ func attachDisks(ctx context.Context, cfg *xl.DomainConfig) (release func(), err
 			return nil, fmt.Errorf("disk %s: %w", d.Vdev, err)
 		}
 		devs = append(devs, dev)
-		d.Target, d.Backend = dev.Path, xl.BackendPhy
+		d.Target, d.Backend, d.Script = dev.Path, xl.BackendPhy, domconfig.BlockScript
 	}
 	return release, nil
 }

@@ -9,9 +9,11 @@ import (
 	"github.com/qvm-project/qvm/xl"
 )
 
-// Shutdown asks a running VM to shut down, waits up to its
-// shutdown_timeout (or timeout, when positive), then kills it if it is
-// still there, and removes its run files. forced reports a kill.
+// Shutdown asks a running VM to shut down and waits until its domain is
+// gone: its monitor destroys it once the guest has halted (or, without a
+// monitor, Shutdown does after a short grace). After the VM's
+// shutdown_timeout (or timeout, when positive) it is killed; forced
+// reports that. Its run files are removed.
 func (m *Manager) Shutdown(ctx context.Context, name string, timeout time.Duration) (forced bool, err error) {
 	_, v, id, err := m.running(ctx, name)
 	if err != nil {
@@ -20,12 +22,80 @@ func (m *Manager) Shutdown(ctx context.Context, name string, timeout time.Durati
 	if timeout <= 0 {
 		timeout = time.Duration(v.Int("shutdown_timeout")) * time.Second
 	}
-	forced, err = m.Hyp.Shutdown(ctx, id, timeout)
-	if err != nil {
-		return forced, fmt.Errorf("shut down %s: %w", name, err)
+	if err := m.Hyp.RequestShutdown(ctx, id); err != nil {
+		return false, fmt.Errorf("shut down %s: %w", name, err)
+	}
+	deadline := time.Now().Add(timeout)
+	var haltedSince time.Time
+	for {
+		st, alive, err := m.domainState(ctx, id)
+		if err != nil {
+			return false, fmt.Errorf("shut down %s: %w", name, err)
+		}
+		if !alive {
+			break
+		}
+		switch {
+		case st == xl.StateShutdown && haltedSince.IsZero():
+			haltedSince = time.Now()
+		case st == xl.StateShutdown && time.Since(haltedSince) > haltedGrace:
+			// Halted, and no monitor took it away.
+			if err := m.destroy(ctx, id); err != nil {
+				return false, fmt.Errorf("shut down %s: %w", name, err)
+			}
+		case time.Now().After(deadline):
+			m.log().Warn("VM did not shut down in time, killing it", "vm", name, "timeout", timeout)
+			if err := m.destroy(ctx, id); err != nil {
+				return true, fmt.Errorf("kill %s after its shutdown timeout: %w", name, err)
+			}
+			forced = true
+		}
+		select {
+		case <-ctx.Done():
+			return forced, fmt.Errorf("shut down %s: %w", name, ctx.Err())
+		case <-time.After(pollInterval):
+		}
 	}
 	m.removeRunFiles(v)
 	return forced, nil
+}
+
+// How Shutdown watches a domain go.
+const (
+	pollInterval = 250 * time.Millisecond
+	// haltedGrace is how long a halted domain is left for its monitor to
+	// destroy before Shutdown does it itself.
+	haltedGrace = 3 * time.Second
+)
+
+// domainState reports a domain's state, and whether it still exists.
+func (m *Manager) domainState(ctx context.Context, id uint32) (xl.DomainState, bool, error) {
+	doms, err := m.Hyp.List(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	for _, d := range doms {
+		if d.ID == id {
+			return d.State, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// destroy destroys a domain; another process destroying it at the same
+// time (its monitor) is not an error as long as it is gone afterwards.
+func (m *Manager) destroy(ctx context.Context, id uint32) error {
+	err := m.Hyp.Destroy(context.WithoutCancel(ctx), id)
+	if err == nil {
+		return nil
+	}
+	for i := 0; i < 20; i++ {
+		if _, alive, lerr := m.domainState(ctx, id); lerr == nil && !alive {
+			return nil
+		}
+		time.Sleep(pollInterval)
+	}
+	return err
 }
 
 // RequestShutdown asks a running VM to shut down and returns at once; its
@@ -51,7 +121,7 @@ func (m *Manager) Kill(ctx context.Context, name string) error {
 }
 
 func (m *Manager) kill(ctx context.Context, sys *vm.System, name string, id uint32) error {
-	if err := m.Hyp.Destroy(context.WithoutCancel(ctx), id); err != nil {
+	if err := m.destroy(ctx, id); err != nil {
 		return fmt.Errorf("kill %s: %w", name, err)
 	}
 	if v, err := sys.View(name); err == nil {
@@ -66,7 +136,12 @@ func (m *Manager) kill(ctx context.Context, sys *vm.System, name string, id uint
 func (m *Manager) Wait(ctx context.Context, name string, id uint32) (xl.ShutdownReason, error) {
 	reason, err := m.Hyp.WaitDeath(ctx, id)
 	if err != nil {
-		return reason, fmt.Errorf("wait for %s: %w", name, err)
+		// Someone else (qvm-kill, qvm-shutdown) destroying it at the same
+		// moment can make our destroy fail: what matters is that it went.
+		if _, alive, lerr := m.domainState(ctx, id); lerr != nil || alive {
+			return reason, fmt.Errorf("wait for %s: %w", name, err)
+		}
+		m.log().Info("domain destroyed concurrently", "vm", name, "domid", id, "err", err)
 	}
 	if sys, err := m.Store.Load(); err == nil {
 		sys.Host = m.Host

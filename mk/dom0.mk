@@ -37,15 +37,10 @@ DOM0_QEMU_IMAGE := $(DOM0_DIR)/dom0-qemu.cpio.gz
 UROOT_VERSION := v0.16.0
 UROOT         := $(BUILD)/tools/u-root-$(UROOT_VERSION)
 
-# Debian packages unpacked for the hypervisor and the kernel. The kernel
-# package name (linux-image-6.1.0-N-amd64) is whatever linux-image-amd64
-# depends on today: apt picks the versions.
-DOM0_DEB_PKGS := xen-hypervisor-4.17-amd64 linux-image-amd64
-
 # Kernel modules dom0 loads (dom0init's list) and those the host share needs;
 # their dependencies come along.
 DOM0_KMODS := xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs xen-blkback \
-	xen-netback loop bridge tun virtio_pci 9pnet_virtio 9p
+	xen-netback loop bridge tun virtio_pci 9pnet_virtio 9p xen-netfront
 
 # Xen userspace in dom0, from the host's packages (u-root adds their shared
 # libraries). HOST:IMAGE pairs. libgcc_s is dlopened by glibc for
@@ -76,7 +71,9 @@ $(UROOT):
 	GOBIN=$(abspath $(@D)) $(GO) install github.com/u-root/u-root@$(UROOT_VERSION)
 	mv $(@D)/u-root $@
 
-# Fetch and unpack the Debian parts. The .debs stay in $(DOM0_DEBS), so a
+# Fetch and unpack the Debian parts: xen-hypervisor-4.17-amd64 and the
+# kernel package that linux-image-amd64 depends on today
+# (linux-image-6.1.0-N-amd64); apt picks the versions. The .debs stay in $(DOM0_DEBS), so a
 # re-run downloads nothing unless apt's candidate versions changed.
 $(DOM0_PARTS): mk/dom0.mk
 	@set -e; mkdir -p $(DOM0_DEBS); \
@@ -135,9 +132,13 @@ $(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_GO_SRCS)
 	end=$$(date +%s.%N); \
 	echo "dom0-image: $@ $$(du -h --apparent-size $@ | cut -f1) ($$(stat -c %s $@) bytes), built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"
 
-$(GUEST_IMAGE): $(UROOT) $(GUEST_GO_SRCS)
+# The guest gets the same modules directory: it loads xen-netfront from it.
+$(GUEST_IMAGE): $(DOM0_PARTS) $(UROOT) $(GUEST_GO_SRCS)
 	@start=$$(date +%s.%N); set -e; mkdir -p $(@D); \
-	$(UROOT) -o $(DOM0_DIR)/guest.cpio -initcmd=guestinit -defaultsh= ./cmd/guestinit github.com/u-root/u-root/cmds/core/poweroff; \
+	kver=$$(cat $(DOM0_DIR)/kernel-version); \
+	$(UROOT) -o $(DOM0_DIR)/guest.cpio -initcmd=guestinit -defaultsh= \
+	  -files $(DOM0_MODROOT)/lib/modules/$$kver:lib/modules/$$kver \
+	  ./cmd/guestinit github.com/u-root/u-root/cmds/core/poweroff; \
 	gzip -9 -n -f $(DOM0_DIR)/guest.cpio; \
 	end=$$(date +%s.%N); \
 	echo "guest-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"

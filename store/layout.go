@@ -59,6 +59,9 @@ func (s *Store) Kernels() map[string]vm.KernelInfo {
 // and only the marker if it is.
 const pendingMarker = ".qvm-pending"
 
+// newDirPrefix names a VM directory being made (see NewVMDir).
+const newDirPrefix = ".qvm-new-"
+
 // NewVMDir makes a fresh directory for a VM created in this change. It
 // disappears if the change does not commit.
 func (tx *Tx) NewVMDir(name string, class vm.Class) (string, error) {
@@ -66,14 +69,28 @@ func (tx *Tx) NewVMDir(name string, class vm.Class) (string, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("remove leftover directory %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// The directory appears already marked: it is made under a temporary
+	// name, marked, then renamed (a killed writer leaves a temporary
+	// directory, which the next writer removes).
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
+	}
+	tmp, err := os.MkdirTemp(parent, newDirPrefix)
+	if err != nil {
+		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(tmp, 0o755); err == nil {
+		err = os.WriteFile(filepath.Join(tmp, pendingMarker), nil, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
 		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
 	}
 	marker := filepath.Join(dir, pendingMarker)
-	if err := os.WriteFile(marker, nil, 0o644); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
-	}
 	tx.OnAbort(func() { os.RemoveAll(dir) })
 	tx.AfterCommit(func() { os.Remove(marker) })
 	return dir, nil
@@ -101,6 +118,10 @@ func (s *Store) sweep(sys *vm.System) {
 		}
 		for _, e := range entries {
 			dir := filepath.Join(s.dir, sub, e.Name())
+			if strings.HasPrefix(e.Name(), newDirPrefix) {
+				os.RemoveAll(dir)
+				continue
+			}
 			marker := filepath.Join(dir, pendingMarker)
 			if _, err := os.Lstat(marker); err != nil {
 				continue

@@ -356,6 +356,7 @@ func (c *Context) domainInfo(di *C.libxl_dominfo) DomainInfo {
 	case bool(di.shutdown):
 		d.State = StateShutdown
 		d.ShutdownReason = shutdownReasonFromXen(int(di.shutdown_reason))
+		d.shutdownCode = int(di.shutdown_reason)
 	case bool(di.paused):
 		d.State = StatePaused
 	case bool(di.running):
@@ -551,11 +552,14 @@ type deathWatch struct {
 	token uint64
 	ch    chan domEvent
 	evg   *C.libxl_evgen_domain_death
+	domid uint32
+	// shutdownSeen: the shutdown was reported (by libxl or the recheck).
+	shutdownSeen bool
 }
 
 func (c *Context) watchDeath(domid uint32) (*deathWatch, error) {
 	token, ch := c.cb.register()
-	w := &deathWatch{c: c, token: token, ch: ch}
+	w := &deathWatch{c: c, token: token, ch: ch, domid: domid}
 	if rc := C.libxl_evenable_domain_death(c.ctx, C.uint32_t(domid), C.libxl_ev_user(token), &w.evg); rc != 0 {
 		c.cb.unregister(token)
 		return nil, fmt.Errorf("domain %d: %w", domid, libxlDomErr("libxl_evenable_domain_death", domid, rc))
@@ -568,17 +572,40 @@ func (w *deathWatch) close() {
 	w.c.cb.unregister(w.token)
 }
 
+// deathRecheck is how often a waiting deathWatch also asks for the
+// domain's state itself. libxl's events normally come first; the check
+// makes a wait end even if an event were missed (seen in a process whose
+// only libxl call was the watch itself: the guest's shutdown went
+// unreported until some other libxl call ran).
+const deathRecheck = 2 * time.Second
+
 // next waits for the domain's next event: shutdown (with its reason) or
 // death.
 func (w *deathWatch) next(ctx context.Context) (domEvent, error) {
-	select {
-	case ev := <-w.ch:
-		if ev.kind < 0 {
-			return ev, errors.New("libxl event handling failed or the context was closed (see the log)")
+	tick := time.NewTicker(deathRecheck)
+	defer tick.Stop()
+	for {
+		select {
+		case ev := <-w.ch:
+			if ev.kind < 0 {
+				return ev, errors.New("libxl event handling failed or the context was closed (see the log)")
+			}
+			if ev.kind == evDomainShutdown {
+				w.shutdownSeen = true
+			}
+			return ev, nil
+		case <-tick.C:
+			d, err := w.c.info(w.domid)
+			switch {
+			case errors.Is(err, ErrNoDomain):
+				return domEvent{kind: evDomainDeath, domid: w.domid, token: w.token}, nil
+			case err == nil && d.State == StateShutdown && !w.shutdownSeen:
+				w.shutdownSeen = true
+				return domEvent{kind: evDomainShutdown, domid: w.domid, token: w.token, detail: d.shutdownCode}, nil
+			}
+		case <-ctx.Done():
+			return domEvent{}, ctx.Err()
 		}
-		return ev, nil
-	case <-ctx.Done():
-		return domEvent{}, ctx.Err()
 	}
 }
 

@@ -382,6 +382,7 @@ type DomainInfo struct {
 	State DomainState
 	// ShutdownReason is set when State is StateShutdown.
 	ShutdownReason ShutdownReason
+	shutdownCode   int // Xen's SHUTDOWN_* code behind ShutdownReason
 	CurrentMemKiB  uint64
 	MaxMemKiB      uint64
 	VCPUsOnline    int

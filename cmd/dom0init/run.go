@@ -238,7 +238,7 @@ func linkQvmVerbs(ctx context.Context, r *bootinit.Reaper) error {
 		return err
 	}
 	defer pr.Close()
-	p, err := r.Start(bootinit.Cmd{Path: qvmPath, Args: []string{"qvm", "--list-verbs"}, Env: env(nil), Stdout: pw})
+	p, err := r.Start(bootinit.Cmd{Path: qvmPath, Args: []string{"qvm", "--list-links"}, Env: env(nil), Stdout: pw})
 	pw.Close()
 	if err != nil {
 		return err
@@ -249,11 +249,19 @@ func linkQvmVerbs(ctx context.Context, r *bootinit.Reaper) error {
 		return err
 	}
 	if code := bootinit.ExitCode(ws); code != 0 {
-		return fmt.Errorf("qvm --list-verbs exited with status %d", code)
+		return fmt.Errorf("qvm --list-links exited with status %d", code)
 	}
-	for _, v := range strings.Fields(string(out)) {
-		link := filepath.Join(filepath.Dir(qvmPath), "qvm-"+v)
-		if err := os.Symlink("qvm", link); err != nil && !errors.Is(err, os.ErrExist) {
+	// A link is a command beside qvm, or an absolute path (libxl's
+	// hotplug scripts in /etc/xen/scripts).
+	for _, l := range strings.Fields(string(out)) {
+		link, target := filepath.Join(filepath.Dir(qvmPath), l), "qvm"
+		if filepath.IsAbs(l) {
+			link, target = l, qvmPath
+			if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.Symlink(target, link); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("link %s: %w", link, err)
 		}
 	}

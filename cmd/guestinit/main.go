@@ -8,6 +8,9 @@
 //	qvm.marker=TEXT        print "guestinit: marker TEXT" on the console
 //	qvm.after=poweroff     power off when done (default)
 //	qvm.after=wait         keep running until the domain is shut down
+//	qvm.keys=1             print this VM's keys read from xenstore, try to
+//	                       overwrite one and to read other domains' keys
+//	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
 //
 // Shut down by the toolstack (xl shutdown / qvm-shutdown), the guest's
 // kernel runs /sbin/poweroff (u-root's, linked there by guestinit), which
@@ -15,6 +18,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -73,6 +77,17 @@ func run() error {
 		say("xenbus: %s is not a character device", xenbusDev)
 	} else {
 		say("xenbus: %s ok", xenbusDev)
+	}
+	ctx := context.Background()
+	if v, _ := cl.Flag("qvm.keys"); v == "1" {
+		if err := showKeys(ctx); err != nil {
+			say("FAILED: keys: %v", err)
+		}
+	}
+	if ifname, ok := cl.Flag("qvm.dhcp"); ok {
+		if err := askDHCP(ctx, ifname); err != nil {
+			say("FAILED: dhcp: %v", err)
+		}
 	}
 	// The marker comes last: a test that sees it has seen the lines above.
 	if m, ok := cl.Flag("qvm.marker"); ok {

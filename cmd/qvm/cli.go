@@ -133,13 +133,14 @@ func (c *cmdline) openStore() (*store.Store, error) {
 	return store.Open(c.stateDir())
 }
 
-// host describes this machine for the model's defaults.
-func hostInfo(st *store.Store) vm.Host {
-	return vm.Host{MemoryMiB: hostMemoryMiB(), Kernels: st.Kernels()}
+// hostInfo describes this machine for the model's defaults.
+func (c *cmdline) hostInfo(st *store.Store) vm.Host {
+	return vm.Host{MemoryMiB: c.a.hostMemoryMiB(c.ctx), Kernels: st.Kernels()}
 }
 
-// hostMemoryMiB reads the machine's memory from /proc/meminfo.
-func hostMemoryMiB() int {
+// meminfoMiB reads this kernel's memory from /proc/meminfo: the machine's
+// when not under Xen (in dom0 it would be dom0's share only).
+func meminfoMiB() int {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -155,6 +156,22 @@ func hostMemoryMiB() int {
 	return 0
 }
 
+// update makes one change to the store under its writer lock, with the
+// hypervisor's view of which VMs run attached (asked inside the lock, so
+// that it cannot go stale while the command waits for the lock).
+func (c *cmdline) update(fn func(tx *store.Tx) error) error {
+	st, err := c.openStore()
+	if err != nil {
+		return err
+	}
+	return st.Update(c.ctx, c.hostInfo(st), func(tx *store.Tx) error {
+		if err := setRuntime(c.ctx, c.a, tx.Sys); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // loadSystem opens the store and reads the current system for display.
 func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 	st, err := c.openStore()
@@ -165,7 +182,7 @@ func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sys.Host = hostInfo(st)
+	sys.Host = c.hostInfo(st)
 	if sys.Runtime, err = c.a.runtime(c.ctx); err != nil {
 		return nil, nil, err
 	}

@@ -28,14 +28,7 @@ func runClone(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	src, dst := c.Arg(0), c.Arg(1)
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		if err := setRuntime(ctx, a, tx.Sys); err != nil {
-			return err
-		}
+	return c.update(func(tx *store.Tx) error {
 		sv, err := tx.Sys.View(src)
 		if err != nil {
 			return err

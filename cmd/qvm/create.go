@@ -128,11 +128,7 @@ func runCreate(ctx context.Context, a *app, args []string) error {
 		}
 	}
 
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+	return c.update(func(tx *store.Tx) error {
 		d, err := tx.Sys.Create(spec)
 		if err != nil {
 			return err

@@ -23,11 +23,7 @@ func runFeatures(ctx context.Context, a *app, args []string) error {
 	}
 	name := c.Arg(0)
 	if c.NArg() == 3 || unset {
-		st, err := c.openStore()
-		if err != nil {
-			return err
-		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		return c.update(func(tx *store.Tx) error {
 			d, err := tx.Sys.Get(name)
 			if err != nil {
 				return err

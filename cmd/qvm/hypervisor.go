@@ -45,6 +45,24 @@ func (a *app) runtime(ctx context.Context) (func(string) (vm.Runtime, bool), err
 	return lifecycle.RuntimeOf(ctx, x)
 }
 
+// hostMemoryMiB is the machine's total memory: the hypervisor's count
+// under Xen, /proc/meminfo otherwise. Asked once per command.
+func (a *app) hostMemoryMiB(ctx context.Context) int {
+	if a.memMiB > 0 {
+		return a.memMiB
+	}
+	a.memMiB = meminfoMiB()
+	if underXen() {
+		if x, err := xl.Open(ctx, a.log); err == nil {
+			if pi, err := x.PhysInfo(ctx); err == nil && pi.TotalMemKiB > 0 {
+				a.memMiB = int(pi.TotalMemKiB / 1024)
+			}
+			x.Close()
+		}
+	}
+	return a.memMiB
+}
+
 // manager opens what starting and stopping VMs needs: the store, libxl
 // and dom0's xenstore connection. close releases them.
 func (c *cmdline) manager(ctx context.Context) (m *lifecycle.Manager, close func(), err error) {
@@ -64,7 +82,7 @@ func (c *cmdline) manager(ctx context.Context) (m *lifecycle.Manager, close func
 		x.Close()
 		return nil, nil, fmt.Errorf("connect to xenstored: %w", err)
 	}
-	m = &lifecycle.Manager{Store: st, Hyp: x, XS: xs, Log: c.a.log, Host: hostInfo(st),
+	m = &lifecycle.Manager{Store: st, Hyp: x, XS: xs, Log: c.a.log, Host: c.hostInfo(st),
 		StubdomKernel: envOr("QVM_STUBDOM_KERNEL", defaultStubdomKernel), StubdomRamdisk: envOr("QVM_STUBDOM_RAMDISK", defaultStubdomRamdisk)}
 	return m, func() { xs.Close(); x.Close() }, nil
 }
@@ -75,7 +93,7 @@ func (c *cmdline) dryManager() (*lifecycle.Manager, *store.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &lifecycle.Manager{Store: st, Log: c.a.log, Host: hostInfo(st),
+	return &lifecycle.Manager{Store: st, Log: c.a.log, Host: c.hostInfo(st),
 		StubdomKernel: envOr("QVM_STUBDOM_KERNEL", defaultStubdomKernel), StubdomRamdisk: envOr("QVM_STUBDOM_RAMDISK", defaultStubdomRamdisk)}, st, nil
 }
 

@@ -24,7 +24,9 @@ type verb struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, a *app, args []string) error
-	// link is the command name of the verb's symlink; "" means qvm-NAME.
+	// link is the verb's symlink: a command name installed beside qvm,
+	// or an absolute path (a hotplug script where libxl looks for it);
+	// "" means qvm-NAME.
 	link string
 	// hidden verbs are run by qvm itself or by libxl, not typed.
 	hidden bool
@@ -56,7 +58,8 @@ func verbs() []verb {
 		{name: "dhcpd", summary: "serve a VM its address by DHCP on one interface", run: runDHCPD},
 		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
 		{name: "monitor", summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},
-		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "vif-route-qvm", hidden: true},
+		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "/etc/xen/scripts/vif-route-qvm", hidden: true},
+		{name: "block-qvm", summary: "libxl hotplug script for VM disks on loop devices", run: runBlockHook, link: "/etc/xen/scripts/block-qvm", hidden: true},
 		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
 	}
 }
@@ -68,6 +71,8 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// memMiB caches the machine's memory for this command (see hostMemoryMiB).
+	memMiB int
 }
 
 // usageError is a command-line mistake: exit code 2, like argparse.
@@ -90,7 +95,7 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	args := argv[1:]
 	name := ""
 	for _, v := range verbs() {
-		if v.link == base {
+		if v.link != "" && filepath.Base(v.link) == base {
 			name = v.name
 		}
 	}
@@ -132,7 +137,7 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return 2
 	}
 	a := &app{
-		prog:   found.linkName(),
+		prog:   filepath.Base(found.linkName()),
 		stdin:  stdin,
 		stdout: stdout,
 		stderr: stderr,

@@ -52,7 +52,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Fields(string(out)) {
-		if err := os.Symlink(qvmBin, filepath.Join(e.bin, l)); err != nil {
+		if err := os.Symlink(qvmBin, filepath.Join(e.bin, filepath.Base(l))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -95,14 +95,7 @@ func pciChange(ctx context.Context, c *cmdline, name, id string, opts []string, 
 			return fmt.Errorf("device %s: no such PCI device on this host (%v): see lspci for the devices there", id, err)
 		}
 	}
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		if err := setRuntime(ctx, c.a, tx.Sys); err != nil {
-			return err
-		}
+	return c.update(func(tx *store.Tx) error {
 		if attach {
 			return tx.Sys.AttachPCI(name, dev)
 		}

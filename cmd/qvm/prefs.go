@@ -41,14 +41,7 @@ func runPrefs(ctx context.Context, a *app, args []string) error {
 	}
 
 	if c.NArg() == 3 || reset {
-		st, err := c.openStore()
-		if err != nil {
-			return err
-		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-			if err := setRuntime(ctx, a, tx.Sys); err != nil {
-				return err
-			}
+		return c.update(func(tx *store.Tx) error {
 			if reset {
 				return tx.Sys.ResetProp(name, prop)
 			}
@@ -140,11 +133,7 @@ func runGlobalPrefs(ctx context.Context, a *app, args []string) error {
 		return usagef("give [PROPERTY [VALUE]], or --default PROPERTY")
 	}
 	if c.NArg() == 2 || reset {
-		st, err := c.openStore()
-		if err != nil {
-			return err
-		}
-		return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
+		return c.update(func(tx *store.Tx) error {
 			if reset {
 				return tx.Sys.ResetGlobal(c.Arg(0))
 			}

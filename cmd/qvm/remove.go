@@ -22,15 +22,8 @@ func runRemove(ctx context.Context, a *app, args []string) error {
 	if c.NArg() == 0 {
 		return usagef("give at least one VMNAME")
 	}
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
 	// All named VMs go, or none: one store change.
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		if err := setRuntime(ctx, a, tx.Sys); err != nil {
-			return err
-		}
+	return c.update(func(tx *store.Tx) error {
 		for _, name := range c.Args() {
 			d, err := tx.Sys.Remove(name)
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qvm-project/qvm/lifecycle"
 	"github.com/qvm-project/qvm/vm"
 )
 
@@ -125,8 +126,9 @@ func runMonitor(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer done()
-	stopDHCP := startBackendDHCP(c, name, uint32(id))
+	stopDHCP := startBackendDHCP(c, m, name, uint32(id))
 	defer stopDHCP()
+	a.log.Info("watching domain", "vm", name, "domid", id)
 	reason, err := m.Wait(ctx, name, uint32(id))
 	if err != nil {
 		return err
@@ -138,11 +140,13 @@ func runMonitor(ctx context.Context, a *app, args []string) error {
 // startBackendDHCP runs the DHCP responder on the VM's backend interface
 // when dom0 is its network backend, so that a guest without Qubes agents
 // (an installer, Windows) gets its address. It returns a stop function.
-func startBackendDHCP(c *cmdline, name string, id uint32) func() {
-	_, sys, err := c.loadSystem()
+func startBackendDHCP(c *cmdline, m *lifecycle.Manager, name string, id uint32) func() {
+	// The definitions only: the hypervisor need not be asked again.
+	sys, err := m.Store.Load()
 	if err != nil {
 		return func() {}
 	}
+	sys.Host = m.Host
 	v, err := sys.View(name)
 	if err != nil || v.NetVM() == nil || v.NetVM().Class() != vm.AdminVM || v.Str("virt_mode") == "hvm" {
 		// HVMs get theirs from the stubdomain, on its bridge.

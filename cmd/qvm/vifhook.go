@@ -17,8 +17,14 @@ import (
 // qvm): `vif-route-qvm online|add|offline|remove`, with the interface in
 // $vif and its backend's xenstore directory in $XENBUS_PATH.
 func runVifHook(ctx context.Context, a *app, args []string) error {
-	if len(args) != 1 {
-		return usagef("usage: vif-route-qvm online|add|offline|remove (run by libxl, with $vif and $XENBUS_PATH set)")
+	// libxl runs `vif-route-qvm ACTION type_if=vif|tap`.
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("usage: vif-route-qvm online|add|offline|remove [type_if=vif|tap] (run by libxl, with $vif and $XENBUS_PATH set)")
+	}
+	if len(args) == 2 && args[1] == "type_if=tap" {
+		// The emulated twin of an HVM's interface (dom0 QEMU only): the
+		// PV interface carries the routes.
+		return nil
 	}
 	ifname, backend := os.Getenv("vif"), os.Getenv("XENBUS_PATH")
 	if ifname == "" || backend == "" {

@@ -152,15 +152,8 @@ func volumeResize(ctx context.Context, c *cmdline, target, sizeText string) erro
 	if err != nil {
 		return usagef("size %q: %v", sizeText, err)
 	}
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
 	// Under the writer lock, so that no clone or removal runs meanwhile.
-	return st.Update(ctx, hostInfo(st), func(tx *store.Tx) error {
-		if err := setRuntime(ctx, c.a, tx.Sys); err != nil {
-			return err
-		}
+	return c.update(func(tx *store.Tx) error {
 		v, err := tx.Sys.View(name)
 		if err != nil {
 			return err
@@ -171,6 +164,6 @@ func volumeResize(ctx context.Context, c *cmdline, target, sizeText string) erro
 		if tx.Sys.IsRunning(name) {
 			return fmt.Errorf("%s is running: shut it down before resizing its %s volume", name, vol)
 		}
-		return volume.ResizeVolume(volumeVM(st, v), vol, size)
+		return volume.ResizeVolume(volumeVM(tx.Store(), v), vol, size)
 	})
 }

@@ -59,17 +59,21 @@ func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 		}
 	}
 	// The inside test times out (and prints its goroutines) before the
-	// machine is killed.
+	// machine is killed, even after a retried boot.
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = defaultTimeout
 	}
-	inside := max(timeout-2*time.Minute, time.Minute)
+	bootTimeout := cfg.BootTimeout
+	if bootTimeout == 0 {
+		bootTimeout = defaultBootTimeout
+	}
+	inside := max(timeout-bootTimeout-2*time.Minute, time.Minute)
 	cfg.Job = GoTestJob(ShareMount+"/"+testBinary, t.Name(), env, inside)
 	lw := &lineWriter{emit: func(s string) { t.Log(s) }}
 	cfg.Output = teeWriter(cfg.Output, lw)
 	sw := &lineWriter{emit: func(s string) {
-		if strings.Contains(s, "dom0init:") || strings.Contains(s, "Panic") || strings.Contains(s, "panic") {
+		if strings.Contains(s, "dom0init:") || strings.Contains(s, "xenvm:") || strings.Contains(s, "Panic") || strings.Contains(s, "panic") {
 			t.Log("serial: " + s)
 		}
 	}}
@@ -77,6 +81,11 @@ func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 	res, err := Run(ctx, cfg)
 	lw.flush()
 	sw.flush()
+	if res != nil {
+		for i, h := range res.HungBoots {
+			t.Logf("xenvm: boot %d stalled before dom0 was ready and was retried; its serial log ended:\n%s", i+1, h)
+		}
+	}
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

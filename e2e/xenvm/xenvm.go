@@ -76,6 +76,13 @@ type Config struct {
 	// Timeout bounds the whole run when ctx has no earlier deadline
 	// (default 15 minutes).
 	Timeout time.Duration
+	// BootTimeout is how long dom0 may take to print dom0init's "ready"
+	// line (default 4 minutes). A boot that misses it is killed and, up to
+	// BootAttempts boots in all (default 2), started again: under TCG the
+	// dom0 kernel rarely stalls during boot, which is no fault of the job.
+	// Each such boot is recorded in Result.HungBoots.
+	BootTimeout  time.Duration
+	BootAttempts int
 }
 
 // Result is what a boot brought back.
@@ -91,6 +98,11 @@ type Result struct {
 	Boot, Total time.Duration
 	// QEMUArgs is the emulator's command line, for reports.
 	QEMUArgs []string
+	// BootAttempts is the number of boots it took; HungBoots holds the
+	// end of the serial log of each boot that stalled before dom0 was
+	// ready (see Config.BootTimeout).
+	BootAttempts int
+	HungBoots    []string
 }
 
 // ErrNoStatus is wrapped by Run's error when the machine stopped (or was
@@ -99,6 +111,11 @@ var ErrNoStatus = errors.New("dom0 did not report the job's status")
 
 // defaultTimeout bounds a run when Config.Timeout is zero.
 const defaultTimeout = 15 * time.Minute
+
+// defaultBootTimeout is how long dom0 may take to get ready. Under load on
+// a 2-core machine it takes up to about 30 s; the rare boot that stalls
+// inside the emulated dom0 kernel never gets there.
+const defaultBootTimeout = 4 * time.Minute
 
 // readyLine matches dom0init's line saying dom0 is up.
 var readyLine = regexp.MustCompile(`dom0init: \[ *[0-9.]+\] ready:`)
@@ -139,22 +156,48 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	serialPath := filepath.Join(work, "serial.log")
-	args, err := qemuArgs(cfg, initrd, share, serialPath)
-	if err != nil {
-		return nil, err
+	res := &Result{}
+	for attempt := 1; ; attempt++ {
+		serialPath := filepath.Join(work, fmt.Sprintf("serial-%d.log", attempt))
+		args, err := qemuArgs(cfg, initrd, share, serialPath)
+		if err != nil {
+			return nil, err
+		}
+		res.QEMUArgs = append([]string{cfg.QEMU}, args...)
+		res.BootAttempts = attempt
+		hung, err := boot(ctx, cfg, res, args, share, serialPath)
+		res.Total = time.Since(start)
+		if hung && attempt < cfg.BootAttempts && ctx.Err() == nil {
+			// An emulated boot that stalls before dom0 is ready is
+			// the emulator's flake, not the job's: boot again.
+			msg := fmt.Sprintf("\nxenvm: dom0 not ready %s after QEMU started (attempt %d of %d); killed QEMU, booting again\n", cfg.BootTimeout, attempt, cfg.BootAttempts)
+			if cfg.Serial != nil {
+				_, _ = io.WriteString(cfg.Serial, msg)
+			}
+			res.HungBoots = append(res.HungBoots, Tail(res.Serial, 15))
+			if err := os.RemoveAll(filepath.Join(share, hostjob.OutDir)); err != nil {
+				return res, fmt.Errorf("xenvm: reset share: %w", err)
+			}
+			continue
+		}
+		return res, err
 	}
-	res := &Result{QEMUArgs: append([]string{cfg.QEMU}, args...)}
+}
 
+// boot runs QEMU once. hung reports that dom0 did not get ready within
+// cfg.BootTimeout, so QEMU was killed before the job could start.
+func boot(ctx context.Context, cfg Config, res *Result, args []string, share, serialPath string) (hung bool, err error) {
+	bootCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var qemuOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
+	cmd := exec.CommandContext(bootCtx, cfg.QEMU, args...)
 	cmd.Stdout = &qemuOut
 	cmd.Stderr = &qemuOut
 	// QEMU dies with us even if this process is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("xenvm: start %s: %w", cfg.QEMU, err)
+		return false, fmt.Errorf("xenvm: start %s: %w", cfg.QEMU, err)
 	}
 	qemuStart := time.Now()
 	exited := make(chan error, 1)
@@ -162,6 +205,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	serial := &follower{path: serialPath, w: cfg.Serial}
 	output := &follower{path: filepath.Join(share, hostjob.OutputFile), w: cfg.Output}
+	res.Boot = 0
 	var waitErr error
 	tick := time.NewTicker(200 * time.Millisecond)
 loop:
@@ -175,6 +219,10 @@ loop:
 			if res.Boot == 0 && readyLine.Match(serial.data) {
 				res.Boot = time.Since(qemuStart)
 			}
+			if res.Boot == 0 && !hung && time.Since(qemuStart) > cfg.BootTimeout {
+				hung = true
+				cancel()
+			}
 		}
 	}
 	tick.Stop()
@@ -185,15 +233,16 @@ loop:
 	}
 	res.Serial = serial.data
 	res.Output = output.data
-	res.Total = time.Since(start)
 
 	st, stErr := hostjob.ReadStatus(share)
 	if stErr == nil {
 		res.Status = st
-		return res, nil
+		return false, nil
 	}
 	why := "the machine powered off"
 	switch {
+	case hung:
+		why = fmt.Sprintf("dom0 not ready %s after QEMU started; killed it", cfg.BootTimeout)
 	case ctx.Err() != nil:
 		why = fmt.Sprintf("stopped: %v", context.Cause(ctx))
 	case waitErr != nil:
@@ -202,7 +251,7 @@ loop:
 	if failed := failedLine.Find(res.Serial); failed != nil {
 		why += "; " + string(failed)
 	}
-	return res, fmt.Errorf("xenvm: %w (%s; status: %v); serial log ends:\n%s", ErrNoStatus, why, stErr, Tail(res.Serial, 40))
+	return hung, fmt.Errorf("xenvm: %w (%s; status: %v); serial log ends:\n%s", ErrNoStatus, why, stErr, Tail(res.Serial, 40))
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -230,6 +279,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = defaultBootTimeout
+	}
+	if c.BootAttempts == 0 {
+		c.BootAttempts = 2
 	}
 	if len(c.Job.Argv) > 0 {
 		if err := c.Job.Validate(); err != nil {

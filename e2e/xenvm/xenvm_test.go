@@ -189,3 +189,51 @@ func TestRunKillsQEMUOnTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRetriesStalledBoot: a stand-in "QEMU" that stalls on its first
+// boot and completes the job on the second; Run must kill the first, boot
+// again and return the second boot's status, recording the stalled one.
+func TestRunRetriesStalledBoot(t *testing.T) {
+	p := fakeParts(t)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu")
+	script := `#!/bin/sh
+count=` + dir + `/count
+n=$(cat $count 2>/dev/null || echo 0); n=$((n+1)); echo $n > $count
+for a in "$@"; do
+  case "$a" in
+    file:*) serial=${a#file:} ;;
+    local,path=*) share=${a#local,path=}; share=${share%%,*} ;;
+  esac
+done
+if [ $n = 1 ]; then echo "kernel: stuck" > $serial; exec sleep 600; fi
+echo "dom0init: [   1.00] ready: dom0 up in 1.00 s" > $serial
+mkdir -p $share/out
+echo hello > $share/out/output
+echo '{"exit_code": 3}' > $share/out/status.json
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var serial bytes.Buffer
+	res, err := Run(context.Background(), Config{Parts: p, QEMU: fake, BootTimeout: time.Second, Timeout: time.Minute, Serial: &serial, Job: hostjob.Job{Argv: []string{"/bin/true"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BootAttempts != 2 || len(res.HungBoots) != 1 || !strings.Contains(res.HungBoots[0], "stuck") {
+		t.Errorf("attempts %d, hung boots %q: want 2 attempts, one stalled boot", res.BootAttempts, res.HungBoots)
+	}
+	if res.Status.ExitCode != 3 || string(res.Output) != "hello\n" || res.Boot == 0 {
+		t.Errorf("status %+v, output %q, boot %s: want the second boot's", res.Status, res.Output, res.Boot)
+	}
+	if !strings.Contains(serial.String(), "booting again") {
+		t.Errorf("serial stream does not say the boot was retried:\n%s", serial.String())
+	}
+
+	// With one attempt allowed, the stalled boot is the result.
+	os.Remove(filepath.Join(dir, "count"))
+	_, err = Run(context.Background(), Config{Parts: p, QEMU: fake, BootTimeout: time.Second, BootAttempts: 1, Timeout: time.Minute, Job: hostjob.Job{Argv: []string{"/bin/true"}}})
+	if !errors.Is(err, ErrNoStatus) || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("Run with one attempt: %v, want ErrNoStatus saying dom0 was not ready", err)
+	}
+}
