@@ -250,6 +250,9 @@ func (img *image) checkModules(m Manifest) (string, []string, error) {
 // image is a cpio archive in memory, by path without the leading '/'.
 type image struct {
 	recs map[string]cpio.Record
+	// dirs are the directories that hold records, whether or not the
+	// archive has a record of their own.
+	dirs map[string]bool
 }
 
 // readImage decompresses (zstd or gzip, by magic number) and reads a cpio
@@ -281,13 +284,16 @@ func readImage(r io.Reader) (*image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the image's cpio archive: %w", err)
 	}
-	img := &image{recs: map[string]cpio.Record{}}
+	img := &image{recs: map[string]cpio.Record{}, dirs: map[string]bool{}}
 	for _, rec := range recs {
 		n := strings.TrimPrefix(path.Clean("/"+rec.Name), "/")
 		if n == "" || rec.Name == cpio.Trailer {
 			continue
 		}
 		img.recs[n] = rec
+		for d := path.Dir(n); d != "."; d = path.Dir(d) {
+			img.dirs[d] = true
+		}
 	}
 	return img, nil
 }
@@ -302,6 +308,10 @@ func (img *image) resolve(p string) (string, error) {
 		rest = rest[1:]
 		next := path.Join(cur, el)
 		rec, ok := img.recs[next]
+		if !ok && len(rest) > 0 && img.dirs[next] {
+			cur = next
+			continue
+		}
 		if !ok {
 			return "", fmt.Errorf("/%s is not in the image", next)
 		}

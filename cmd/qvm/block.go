@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -241,34 +240,5 @@ func openChanger(ctx context.Context, a *app) (*cdrom.Changer, func(), error) {
 		x.Close()
 		return nil, nil, fmt.Errorf("connect to xenstored: %w", err)
 	}
-	return &cdrom.Changer{XS: xs, Hyp: x, Disks: xlStubdomDisks{}}, func() { xs.Close(); x.Close() }, nil
+	return &cdrom.Changer{XS: xs, Hyp: x, Disks: cdrom.XenstoreDisks{XS: xs}}, func() { xs.Close(); x.Close() }, nil
 }
-
-// xlStubdomDisks attaches images to stubdomains with Xen's xl tool
-// (xl block-attach / block-detach, i.e. libxl_device_disk_add/remove),
-// served from dom0 by QEMU's qdisk backend.
-//
-// TODO(xl): replace with xl.Context methods wrapping
-// libxl_device_disk_add and libxl_device_disk_remove.
-type xlStubdomDisks struct{}
-
-func (xlStubdomDisks) Attach(ctx context.Context, domid uint32, vdev, image string) error {
-	if strings.ContainsAny(image, ",\n") {
-		return fmt.Errorf("image path %q: xl's disk syntax cannot hold a comma", image)
-	}
-	spec := fmt.Sprintf("format=raw,vdev=%s,access=ro,backendtype=qdisk,target=%s", vdev, image)
-	return runXL(ctx, "block-attach", strconv.FormatUint(uint64(domid), 10), spec)
-}
-
-func (xlStubdomDisks) Detach(ctx context.Context, domid uint32, vdev string) error {
-	return runXL(ctx, "block-detach", strconv.FormatUint(uint64(domid), 10), vdev)
-}
-
-func runXL(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "xl", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("xl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-

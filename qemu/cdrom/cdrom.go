@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -184,7 +185,22 @@ func (c *Changer) backendImage(ctx context.Context, domid uint32, vdev string) (
 	if err != nil {
 		return "", fmt.Errorf("domain %d's block device %s: %w", domid, vdev, err)
 	}
-	return ParamsPath(params), nil
+	return imageOf(ParamsPath(params)), nil
+}
+
+// imageOf maps a loop device (how a phy backend serves a file) to the
+// file behind it, from sysfs (which has the whole path); other paths are
+// returned as they are.
+func imageOf(p string) string {
+	name, ok := strings.CutPrefix(p, "/dev/")
+	if !ok || !strings.HasPrefix(name, "loop") || strings.Contains(name, "/") {
+		return p
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/block", name, "loop", "backing_file"))
+	if err != nil {
+		return p
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // ParamsPath is the path in a disk backend's params: libxl writes
