@@ -42,6 +42,11 @@ func (a *app) runtime(ctx context.Context) (func(string) (vm.Runtime, bool), err
 		return nil, fmt.Errorf("ask the hypervisor for the VMs' state: %w", err)
 	}
 	defer x.Close()
+	if a.memMiB == 0 {
+		if pi, err := x.PhysInfo(ctx); err == nil && pi.TotalMemKiB > 0 {
+			a.memMiB = int(pi.TotalMemKiB / 1024)
+		}
+	}
 	return lifecycle.RuntimeOf(ctx, x)
 }
 
