@@ -82,6 +82,9 @@ func (c *cmdline) manager(ctx context.Context) (m *lifecycle.Manager, close func
 	if err != nil {
 		return nil, nil, err
 	}
+	if pi, err := x.PhysInfo(ctx); err == nil && pi.TotalMemKiB > 0 {
+		c.a.memMiB = int(pi.TotalMemKiB / 1024) // spares hostInfo a context of its own
+	}
 	xs, err := xenstore.Dial(ctx)
 	if err != nil {
 		x.Close()
