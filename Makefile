@@ -20,7 +20,7 @@ TEST_TIMEOUT ?= 55m
 APT_PACKAGES :=
 TEST_PREREQS :=
 
-.PHONY: all build install test deps demo clean vet fmt-check
+.PHONY: all build install test deps demo clean vet fmt-check lint
 all: build
 
 -include mk/*.mk
@@ -52,11 +52,16 @@ install: build
 vet:
 	$(GO) vet ./...
 
+# lint: staticcheck (unused code, ignored errors, bugs vet does not see).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 
 # QVM_TEST_STRICT=1: a test whose real part is missing fails instead of skipping.
-test: deps build $(TEST_PREREQS) fmt-check vet
+test: deps build $(TEST_PREREQS) fmt-check vet lint
 	QVM_TEST_STRICT=1 QVM_BIN=$(CURDIR)/$(BIN)/qvm $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 clean:

@@ -83,7 +83,6 @@ type Proc struct {
 	Pid    int
 	Name   string
 	status chan unix.WaitStatus
-	once   sync.Once
 	ws     unix.WaitStatus
 	exited chan struct{}
 }

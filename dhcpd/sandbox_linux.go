@@ -68,7 +68,7 @@ func Sandbox(log *slog.Logger) error {
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	// Load what the standard library reads from files lazily, while files
 	// can still be opened: the local time zone (log timestamps).
-	time.Now().Local().Zone()
+	_, _ = time.Now().Local().Zone()
 	if err := dropPrivileges(); err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}

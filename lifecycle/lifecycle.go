@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
@@ -132,5 +131,3 @@ func removeIfExists(path string) error {
 	}
 	return nil
 }
-
-func joinNames(names []string) string { return strings.Join(names, ", ") }

@@ -4,3 +4,10 @@
 demo: dom0-image guest-image
 	@$(GO) build -o $(BIN)/demo ./cmd/demo
 	@$(BIN)/demo
+
+# bench-start: qvm-start against xl create of the same domain, in the nested
+# Xen, with 0 and 8 other domains running (see bench/start).
+.PHONY: bench-start
+bench-start: dom0-image guest-image
+	@$(GO) build -o $(BUILD)/bench-start ./bench/start
+	@$(BUILD)/bench-start

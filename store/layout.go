@@ -80,7 +80,8 @@ func (tx *Tx) NewVMDir(name string, class vm.Class) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create VM directory %s: %w", dir, err)
 	}
-	if err := os.Chmod(tmp, 0o755); err == nil {
+	err = os.Chmod(tmp, 0o755)
+	if err == nil {
 		err = os.WriteFile(filepath.Join(tmp, pendingMarker), nil, 0o644)
 	}
 	if err == nil {

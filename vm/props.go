@@ -37,10 +37,7 @@ func (p *property) appliesTo(c Class) bool {
 	return false
 }
 
-var (
-	allClasses = []Class{AdminVM, AppVM, TemplateVM, StandaloneVM, DispVM}
-	qubesVMs   = []Class{AppVM, TemplateVM, StandaloneVM, DispVM}
-)
+var allClasses = []Class{AdminVM, AppVM, TemplateVM, StandaloneVM, DispVM}
 
 // properties is the table of every VM property.
 var properties = []*property{

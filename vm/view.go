@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"fmt"
 	"sort"
 )
 
@@ -197,7 +196,3 @@ func (v *View) HasPCI() bool { return len(v.d.PCI) > 0 }
 
 // String is the VM's name, for messages.
 func (v *View) String() string { return v.d.Name }
-
-func (v *View) errorf(format string, args ...any) error {
-	return fmt.Errorf("VM %s: "+format, append([]any{v.d.Name}, args...)...)
-}

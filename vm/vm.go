@@ -9,7 +9,6 @@ package vm
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -97,13 +96,4 @@ func cloneMap(m map[string]string) map[string]string {
 		c[k] = v
 	}
 	return c
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -3,9 +3,6 @@ package volume
 // Test-only knobs that force the fallback paths on filesystems that would
 // otherwise take the fast one.
 
-// withoutReflink skips FICLONE.
-func withoutReflink() Option { return func(o *options) { o.noReflink = true } }
-
 // withReadWrite skips FICLONE and copy_file_range.
 func withReadWrite() Option { return func(o *options) { o.noReflink, o.readWrite = true, true } }
 

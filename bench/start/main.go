@@ -24,6 +24,7 @@ import (
 
 	"github.com/qvm-project/qvm/e2e/hostjob"
 	"github.com/qvm-project/qvm/e2e/xenvm"
+	"github.com/qvm-project/qvm/loopdev"
 )
 
 func main() {
@@ -96,9 +97,9 @@ func median(v []float64) float64 {
 }
 
 // xlConfig is the dry-run xl.cfg of a VM with its file disks put on loop
-// devices the way qvm-start does; it returns the config path and the loop
-// devices to release after the domain is gone.
-func xlConfig(vm, name string) (string, []string, error) {
+// devices the way qvm-start does (package loopdev, autoclear); it returns
+// the config path and the devices, to be closed once the domain exists.
+func xlConfig(vm, name string) (string, []*loopdev.Device, error) {
 	out, err := sh("qvm-start", "--dry-run", vm)
 	if err != nil {
 		return "", nil, err
@@ -106,16 +107,15 @@ func xlConfig(vm, name string) (string, []string, error) {
 	cfg := out[:strings.Index(out, "# "+vm+": libxl domain config (JSON)")]
 	cfg = strings.Replace(cfg, `name = "`+vm+`"`, `name = "`+name+`"`, 1)
 	cfg = regexp.MustCompile(`(?m)^uuid = .*$`).ReplaceAllString(cfg, "")
-	var loops []string
+	var loops []*loopdev.Device
 	diskRE := regexp.MustCompile(`target=(/[^,"']+\.img)`)
 	for _, m := range diskRE.FindAllStringSubmatch(cfg, -1) {
-		dev, err := sh("losetup", "-f", "--show", m[1])
+		dev, err := loopdev.Attach(context.Background(), m[1], false)
 		if err != nil {
 			return "", loops, err
 		}
-		dev = strings.TrimSpace(dev)
 		loops = append(loops, dev)
-		cfg = strings.Replace(cfg, "target="+m[1], "backendtype=phy,script=block-qvm,target="+dev, 1)
+		cfg = strings.Replace(cfg, "target="+m[1], "backendtype=phy,script=block-qvm,target="+dev.Path, 1)
 	}
 	path := filepath.Join(os.TempDir(), name+".cfg")
 	return path, loops, os.WriteFile(path, []byte(cfg), 0o644)
@@ -140,15 +140,15 @@ func one(n int) (qvm, xl float64, err error) {
 			return 0, 0, err
 		}
 		ms, err = timed("xl", "create", "-q", cfg)
+		for _, l := range loops {
+			l.Close()
+		}
 		if err != nil {
 			return 0, 0, err
 		}
 		xs = append(xs, ms)
 		if _, err := sh("xl", "destroy", "bench-xl"); err != nil {
 			return 0, 0, err
-		}
-		for _, l := range loops {
-			sh("losetup", "-d", l)
 		}
 		fmt.Printf("  run %d: qvm-start %.0f ms, xl create %.0f ms\n", i+1, qs[i], xs[i])
 	}

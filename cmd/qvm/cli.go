@@ -164,10 +164,11 @@ func (c *cmdline) update(fn func(tx *store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(c.ctx, c.hostInfo(st), func(tx *store.Tx) error {
+	return st.Update(c.ctx, vm.Host{}, func(tx *store.Tx) error {
 		if err := setRuntime(c.ctx, c.a, tx.Sys); err != nil {
 			return err
 		}
+		tx.Sys.Host = c.hostInfo(st)
 		return fn(tx)
 	})
 }
@@ -182,10 +183,11 @@ func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sys.Host = c.hostInfo(st)
+	// The runtime first: asking the hypervisor also tells the host's memory.
 	if sys.Runtime, err = c.a.runtime(c.ctx); err != nil {
 		return nil, nil, err
 	}
+	sys.Host = c.hostInfo(st)
 	return st, sys, nil
 }
 

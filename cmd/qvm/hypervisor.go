@@ -42,6 +42,11 @@ func (a *app) runtime(ctx context.Context) (func(string) (vm.Runtime, bool), err
 		return nil, fmt.Errorf("ask the hypervisor for the VMs' state: %w", err)
 	}
 	defer x.Close()
+	if a.memMiB == 0 {
+		if pi, err := x.PhysInfo(ctx); err == nil && pi.TotalMemKiB > 0 {
+			a.memMiB = int(pi.TotalMemKiB / 1024)
+		}
+	}
 	return lifecycle.RuntimeOf(ctx, x)
 }
 
@@ -76,6 +81,9 @@ func (c *cmdline) manager(ctx context.Context) (m *lifecycle.Manager, close func
 	x, err := xl.Open(ctx, c.a.log)
 	if err != nil {
 		return nil, nil, err
+	}
+	if pi, err := x.PhysInfo(ctx); err == nil && pi.TotalMemKiB > 0 {
+		c.a.memMiB = int(pi.TotalMemKiB / 1024) // spares hostInfo a context of its own
 	}
 	xs, err := xenstore.Dial(ctx)
 	if err != nil {
