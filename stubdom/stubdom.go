@@ -35,11 +35,6 @@ const (
 	RamdiskName = "initramfs"
 )
 
-// DefaultMemoryMiB is the stubdomain memory qvm's image needs (libxl's
-// stubdomain_memkb, qvm's stubdom_mem). Measured in the nested Xen test
-// bed: see the package's README figures in the benchmark (make bench-hvm).
-const DefaultMemoryMiB = 128
-
 // Modules are the kernel modules the init loads, in order: the Xen
 // frontends QEMU and the vchan need (event channels, privileged commands
 // with unrestricted=1 so a stubdomain may make device-model hypercalls for

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qvm-project/qvm/bench/xlcfg"
 	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/stubdom"
 	"github.com/qvm-project/qvm/stubdom/testiso"
@@ -215,7 +216,22 @@ func measure(t *testing.T, side, iso, cfg string) run {
 	if side == "qvm" {
 		runCmd(t, "qvm-start", "--cdrom=dom0:"+iso, "bench")
 	} else {
-		runCmd(t, "xl", "create", cfg)
+		text, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		onLoops, loops, err := xlcfg.OnLoops(context.Background(), string(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loopCfg := cfg + ".loops"
+		if err := os.WriteFile(loopCfg, []byte(onLoops), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runCmd(t, "xl", "create", loopCfg)
+		for _, l := range loops {
+			l.Close()
+		}
 	}
 	r.CommandMs = ms(time.Since(start))
 	domid := strings.TrimSpace(runCmd(t, "xl", "domid", "bench"))

@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/qvm-project/qvm/domconfig"
 	"log/slog"
 	"os"
 	"strings"
@@ -56,7 +57,7 @@ func main() {
 	fmt.Printf("stubdom-image: ramdisk %s %.1f MiB zstd (%d bytes; target < 16 MiB), %.1f MiB unpacked, %d entries, %d shared libraries, %d kernel modules; checked\n",
 		res.Ramdisk, mib(res.RamdiskBytes), res.RamdiskBytes, mib(c.UnpackedBytes), c.Entries, len(c.Libraries), len(c.ModuleFiles))
 	fmt.Printf("stubdom-image: dom0 archive %s (%s/{%s,%s})\n", res.Dom0Archive, stubdom.Dir, stubdom.KernelName, stubdom.RamdiskName)
-	fmt.Printf("stubdom-image: stubdom_mem %d MiB (the memory the stubdomain runs in; make bench-hvm measures what it uses)\n", stubdom.DefaultMemoryMiB)
+	fmt.Printf("stubdom-image: stubdom_mem %d MiB + the guest's video RAM (16 MiB): %d MiB for the stubdomain (make bench-hvm measures what it uses)\n", domconfig.StubdomMemoryMiB, domconfig.StubdomMemoryMiB+16)
 	fmt.Printf("stubdom-image: built in %.1f s\n", time.Since(start).Seconds())
 }
 
