@@ -68,6 +68,6 @@ $(STUBDOM_IMAGE): $(STUBDOM_KERNEL) $(UROOT) $(STUBDOM_GO_SRCS) mk/stubdom.mk
 # with Xen's QEMU in dom0 (bench/hvm); its last line is the summary.
 bench-hvm: build dom0-image dom0-qemu-image guest-image stubdom-image
 	@mkdir -p $(BUILD)
-	@QVM_BENCH_HVM=1 $(GO) test -count=1 -timeout 40m -run '^TestBenchHVM$$' -v ./bench/hvm/ > $(BUILD)/bench-hvm.log 2>&1; rc=$$?; \
+	@$(GO) test -tags benchhvm -count=1 -timeout 40m -run '^TestBenchHVM$$' -v ./bench/hvm/ > $(BUILD)/bench-hvm.log 2>&1; rc=$$?; \
 	  if [ $$rc != 0 ]; then tail -n 60 $(BUILD)/bench-hvm.log; echo "bench-hvm: failed (full log: $(BUILD)/bench-hvm.log)"; exit $$rc; fi; \
 	  grep -E '^(hvm-bench:|hvm:)' $(BUILD)/bench-hvm.log

@@ -1,3 +1,5 @@
+//go:build benchhvm
+
 // Package hvm is `make bench-hvm`: in one boot of the nested Xen test bed,
 // the start of an HVM guest with qvm's stubdomain (qvm-start) against the
 // same guest with Xen's device model in dom0 (xl create of the xl.cfg
@@ -9,7 +11,8 @@
 //
 //	hvm: qvm-stubdom A ms xl-dom0qemu B ms ratio A/B image C MiB stubmem D MiB
 //
-// It runs only when QVM_BENCH_HVM=1 (make bench-hvm sets it).
+// It is built only with the benchhvm tag (make bench-hvm), so that
+// `go test ./...` does not run a benchmark of several minutes.
 package hvm
 
 import (
@@ -62,9 +65,6 @@ func TestBenchHVM(t *testing.T) {
 	if xenvm.Inside() {
 		benchInside(t)
 		return
-	}
-	if os.Getenv("QVM_BENCH_HVM") != "1" {
-		t.Skip("a benchmark: run it with make bench-hvm (QVM_BENCH_HVM=1)")
 	}
 	p, err := xenvm.DefaultParts()
 	if err != nil {
