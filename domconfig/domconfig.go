@@ -64,6 +64,10 @@ const CDROMVdev = "xvdd"
 // ErrNoKernel is returned for a PV or PVH VM that has no kernel to boot.
 var ErrNoKernel = errors.New("no kernel")
 
+// ErrStubdomKernel is returned for an HVM that would boot a dom0 kernel
+// with its device model in a stubdomain.
+var ErrStubdomKernel = errors.New("dom0 kernel with a stubdomain")
+
 // Build returns the libxl configuration that starts v.
 func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 	if v.Class() == vm.AdminVM {
@@ -142,6 +146,12 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 
 	if mode == "hvm" {
 		hvmConfig(v, cfg, in)
+		if cfg.Kernel != "" && cfg.DeviceModel.Stubdomain {
+			return nil, fmt.Errorf("VM %s: %w: it is an HVM that boots dom0's kernel %s, and its QEMU runs in a stubdomain, which cannot read dom0's files: "+
+				"boot it from its own disk or a CD-ROM (qvm-prefs %s kernel '', as an OS install needs), "+
+				"or, less isolated, run its QEMU in dom0 (qvm-features %s %s 1)",
+				v.Name(), ErrStubdomKernel, kernel, v.Name(), v.Name(), FeatureDom0QEMU)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
@@ -195,14 +205,24 @@ func hvmConfig(v *vm.View, cfg *xl.DomainConfig, in Inputs) {
 	if val, ok := v.Feature(FeatureDom0QEMU); ok && val != "" && val != "0" {
 		dm = xl.DeviceModel{}
 	}
-	if mem := v.Int("stubdom_mem"); mem > 0 && dm.Stubdomain {
-		dm.StubdomainMemoryMiB = uint64(mem)
+	if dm.Stubdomain {
+		dm.StubdomainMemoryMiB = StubdomMemoryMiB
+		if mem := v.Int("stubdom_mem"); mem > 0 {
+			dm.StubdomainMemoryMiB = uint64(mem)
+		}
 	}
 	if v.Networked() && v.NetVM() != nil {
 		dm.Args = append(dm.Args, QubesNetArg(v))
 	}
 	cfg.DeviceModel = dm
 }
+
+// StubdomMemoryMiB is the memory an HVM's stubdomain gets when its
+// stubdom_mem is unset. libxl adds the guest's video RAM (16 MiB for
+// stdvga) on top, so the stubdomain runs in 128 MiB in all; with QEMU
+// running, qvm's stubdomain kernel reports about 36 MiB of that still
+// available (make bench-hvm prints it).
+const StubdomMemoryMiB = 112
 
 // QubesNetArg is the device-model argument that tells the stubdomain the
 // VM's network settings, for its DHCP server.

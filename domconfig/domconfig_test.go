@@ -128,6 +128,11 @@ func TestTemplateHVMAndAppVMOnIt(t *testing.T) {
 		if cfg.Type != xl.HVM || !cfg.DeviceModel.Stubdomain || cfg.Kernel != "" {
 			t.Errorf("%s: %+v", name, cfg)
 		}
+		// stubdom_mem unset: qvm's default, not libxl's (128 MiB plus
+		// the video RAM).
+		if got := cfg.DeviceModel.StubdomainMemoryMiB; got != StubdomMemoryMiB {
+			t.Errorf("%s: stubdomain memory %d MiB, want %d", name, got, StubdomMemoryMiB)
+		}
 	}
 }
 
@@ -160,6 +165,19 @@ func TestRefusals(t *testing.T) {
 	v, _ := s.View("pvvm")
 	if _, err := Build(v, in); !errors.Is(err, ErrNoKernel) {
 		t.Errorf("pv without kernel: %v", err)
+	}
+	if err := s.SetProp("my-new-vm", "kernel", "6.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	v, _ = s.View("my-new-vm")
+	if _, err := Build(v, in); !errors.Is(err, ErrStubdomKernel) || !strings.Contains(err.Error(), "qvm-prefs my-new-vm kernel ''") {
+		t.Errorf("hvm with a dom0 kernel and a stubdomain: %v", err)
+	}
+	d, _ := s.Lookup("my-new-vm")
+	d.Features = map[string]string{FeatureDom0QEMU: "1"}
+	v, _ = s.View("my-new-vm")
+	if cfg, err := Build(v, in); err != nil || cfg.Kernel == "" || cfg.DeviceModel.Stubdomain {
+		t.Errorf("hvm with a dom0 kernel and QEMU in dom0: %v %+v", err, cfg)
 	}
 	in.CDROM = "/x.iso"
 	v, _ = s.View("work")

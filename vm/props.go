@@ -117,7 +117,7 @@ var properties = []*property{
 	{name: "shutdown_timeout", kind: KindInt, doc: "Seconds to wait for a clean shutdown", def: fromTemplate("shutdown_timeout", "60"), check: checkIntRange(1, 86400)},
 	{name: "start_time", kind: KindString, doc: "When the VM was started (runtime)", readOnly: true,
 		compute: derived(func(v *View) string { return v.Runtime().StartTime })},
-	{name: "stubdom_mem", kind: KindInt, doc: "Memory of the HVM's stubdomain in MiB (unset: Xen's default)", check: checkIntRange(1, 1<<20)},
+	{name: "stubdom_mem", kind: KindInt, doc: "Memory of the HVM's stubdomain in MiB, besides the guest's video RAM (unset: 112)", check: checkIntRange(1, 1<<20)},
 	{name: "stubdom_xid", kind: KindInt, doc: "Domain id of the HVM's stubdomain (-1 when none)", readOnly: true,
 		compute: derived(func(v *View) string { return strconv.Itoa(v.Runtime().StubdomXID) })},
 	{name: "template", kind: KindVM, doc: "Template the VM is based on", classes: []Class{AppVM, DispVM}, check: checkTemplate},

@@ -323,14 +323,22 @@ func (c *Context) Pause(ctx context.Context, domid uint32) error {
 	return nil
 }
 
-// Unpause resumes domid's stubdomain, if any, then domid.
+// Unpause resumes domid's stubdomain, if any and paused, then domid.
+// (libxl creates a domain paused but starts its stubdomain running; Xen
+// refuses to unpause a domain that is not paused.)
 func (c *Context) Unpause(ctx context.Context, domid uint32) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if stub := C.libxl_get_stubdom_id(c.ctx, C.int(domid)); stub > 0 {
-		if rc := C.libxl_domain_unpause(c.ctx, C.uint32_t(stub), nil); rc != 0 {
-			return fmt.Errorf("unpause stubdomain %d of domain %d: %w", stub, domid, libxlDomErr("libxl_domain_unpause", uint32(stub), rc))
+		si, err := c.info(uint32(stub))
+		if err != nil {
+			return fmt.Errorf("stubdomain %d of domain %d: %w", stub, domid, err)
+		}
+		if si.State == StatePaused {
+			if rc := C.libxl_domain_unpause(c.ctx, C.uint32_t(stub), nil); rc != 0 {
+				return fmt.Errorf("unpause stubdomain %d of domain %d: %w", stub, domid, libxlDomErr("libxl_domain_unpause", uint32(stub), rc))
+			}
 		}
 	}
 	if rc := C.libxl_domain_unpause(c.ctx, C.uint32_t(domid), nil); rc != 0 {

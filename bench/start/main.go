@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qvm-project/qvm/bench/xlcfg"
 	"github.com/qvm-project/qvm/e2e/hostjob"
 	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/loopdev"
@@ -107,15 +108,9 @@ func xlConfig(vm, name string) (string, []*loopdev.Device, error) {
 	cfg := out[:strings.Index(out, "# "+vm+": libxl domain config (JSON)")]
 	cfg = strings.Replace(cfg, `name = "`+vm+`"`, `name = "`+name+`"`, 1)
 	cfg = regexp.MustCompile(`(?m)^uuid = .*$`).ReplaceAllString(cfg, "")
-	var loops []*loopdev.Device
-	diskRE := regexp.MustCompile(`target=(/[^,"']+\.img)`)
-	for _, m := range diskRE.FindAllStringSubmatch(cfg, -1) {
-		dev, err := loopdev.Attach(context.Background(), m[1], false)
-		if err != nil {
-			return "", loops, err
-		}
-		loops = append(loops, dev)
-		cfg = strings.Replace(cfg, "target="+m[1], "backendtype=phy,script=block-qvm,target="+dev.Path, 1)
+	cfg, loops, err := xlcfg.OnLoops(context.Background(), cfg)
+	if err != nil {
+		return "", nil, err
 	}
 	path := filepath.Join(os.TempDir(), name+".cfg")
 	return path, loops, os.WriteFile(path, []byte(cfg), 0o644)

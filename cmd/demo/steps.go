@@ -196,7 +196,7 @@ func demoSteps() []step {
 // runSteps runs the demo in dom0 and returns the exit code.
 func runSteps(ctx context.Context, w io.Writer) int {
 	d := &demo{ctx: ctx, w: w}
-	steps := demoSteps()
+	steps := append(demoSteps(), hvmSteps()...)
 	passed := 0
 	for i, s := range steps {
 		fmt.Fprintf(w, "\n=== step %d/%d: %s\n", i+1, len(steps), s.title)
@@ -240,7 +240,7 @@ func shellQuote(argv []string) string {
 // diagnose shows what helps understand a failed step: the monitors' logs
 // and the ends of the guests' consoles.
 func diagnose(w io.Writer) {
-	for _, pattern := range []string{"/var/lib/qvm/log/*.log", "/var/log/xen/console/guest-*.log"} {
+	for _, pattern := range []string{"/var/lib/qvm/log/*.log", "/var/log/xen/console/guest-*.log", "/var/log/xen/qemu-dm-*.log"} {
 		files, _ := filepath.Glob(pattern)
 		for _, f := range files {
 			b, err := os.ReadFile(f)

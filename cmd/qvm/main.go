@@ -54,6 +54,7 @@ func verbs() []verb {
 		{name: "shutdown", summary: "shut VMs down (--wait to wait until they are gone)", run: runShutdown},
 		{name: "kill", summary: "destroy VMs at once", run: runKill},
 		{name: "pci", summary: "list, attach (--persistent) and detach PCI devices", run: runPCI},
+		{name: "block", summary: "attach, detach and list discs in running HVMs' CD-ROM drives", run: runBlock},
 		{name: "dhcpd", summary: "serve a VM its address by DHCP on one interface", run: runDHCPD},
 		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
 		{name: "monitor", summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},

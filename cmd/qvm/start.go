@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/lifecycle"
 	"github.com/qvm-project/qvm/xl"
 )
@@ -51,6 +52,7 @@ func runStart(ctx context.Context, a *app, args []string) error {
 			if err != nil {
 				return err
 			}
+			warnDom0QEMU(a, name, cfg)
 			printConfig(a.stdout, name, cfg)
 		}
 		return nil
@@ -61,6 +63,9 @@ func runStart(ctx context.Context, a *app, args []string) error {
 	}
 	defer done()
 	for _, name := range c.Args() {
+		if cfg, err := m.Config(name, opt); err == nil {
+			warnDom0QEMU(a, name, cfg)
+		}
 		started, err := m.Start(ctx, name, opt)
 		if err != nil {
 			if skipRunning && strings.Contains(err.Error(), "is already") {
@@ -81,6 +86,16 @@ func runStart(ctx context.Context, a *app, args []string) error {
 		}
 	}
 	return nil
+}
+
+// warnDom0QEMU says, on stderr, that an HVM's device model will run in
+// dom0 (the VM's qvm-dom0-qemu feature) instead of a stubdomain.
+func warnDom0QEMU(a *app, name string, cfg *xl.DomainConfig) {
+	if cfg.Type == xl.HVM && !cfg.DeviceModel.Stubdomain {
+		fmt.Fprintf(a.stderr, "%s: warning: %s runs its device model (QEMU) in dom0, not in a stubdomain (feature %s): "+
+			"a guest that exploits QEMU gets dom0; use this for debugging only (qvm-features --unset %s %s)\n",
+			a.prog, name, domconfig.FeatureDom0QEMU, name, domconfig.FeatureDom0QEMU)
+	}
 }
 
 // printConfig shows a start's configuration as xl.cfg (for Xen's own

@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qvm-project/qvm/e2e/xenvm"
+	"github.com/qvm-project/qvm/internal/testenv"
+	"github.com/qvm-project/qvm/stubdom/testiso"
+	"github.com/qvm-project/qvm/xenstore"
+)
+
+// The test guest's discs: it boots from the first and powers off when the
+// second is put in its drive.
+const (
+	bootLabel = "QVMBOOT"
+	bootISO   = "qvmboot.iso"
+	offISO    = "qvmoff.iso"
+)
+
+// stubdomParts returns the dom0 archives an HVM with qvm's stubdomain
+// needs (Xen's device model and firmware; the stubdomain's kernel and
+// ramdisk) and builds the guest's two discs, as Files for the bed.
+func stubdomParts(t *testing.T, p xenvm.Parts) (extra []string, files map[string]string) {
+	t.Helper()
+	root := filepath.Dir(filepath.Dir(p.Kernel))
+	sd := filepath.Join(root, "stubdom", "stubdom-dom0.cpio.gz")
+	if _, err := os.Stat(sd); err != nil {
+		testenv.Missing(t, "stubdomain not built (run `make stubdom-image`): %v", err)
+	}
+	testenv.LookPath(t, "xorriso")
+	for _, f := range []string{testiso.IsolinuxBin, testiso.LdlinuxC32, testiso.Busybox} {
+		testenv.RequireFile(t, f)
+	}
+	s, err := testiso.FromDom0Dir(filepath.Dir(p.Kernel))
+	if err != nil {
+		testenv.Missing(t, "%v", err)
+	}
+	s.WorkDir = t.TempDir()
+	files = map[string]string{}
+	for name, label := range map[string]string{bootISO: bootLabel, offISO: testiso.PowerOffLabel} {
+		s.Label, s.Out = label, filepath.Join(s.WorkDir, name)
+		if err := testiso.Build(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		files[name] = s.Out
+	}
+	return []string{qemuPart(t, p), sd}, files
+}
+
+// TestStubdomHVM boots the bed once and checks qvm's HVM path with its
+// Linux stubdomain end to end, with the real qvm commands in dom0:
+//
+//   - qvm-start --cdrom boots a networked HVM from a disc through qvm's
+//     stubdomain (QEMU in it, stubdom_xid in qvm-ls); the guest's udhcpc,
+//     on its emulated NIC, gets exactly the address, gateway, netmask and
+//     DNS qvm shows, from the DHCP server in the stubdomain;
+//   - its netvm cannot be changed while it runs;
+//   - an HVM with netvm none starts too, and its guest finds no NIC;
+//   - qvm-block lists the disc, ejects it (the guest sees an empty drive)
+//     and puts another disc in (the guest sees it, and powers off);
+//   - a guest powering off leaves no domain, no stubdomain, no device
+//     model or relay process and nothing in xenstore;
+//   - the dom0-QEMU debug mode warns that it is less isolated.
+func TestStubdomHVM(t *testing.T) {
+	if xenvm.Inside() {
+		stubdomInside(t)
+		return
+	}
+	p := bedParts(t)
+	extra, files := stubdomParts(t, p)
+	xenvm.RunTest(context.Background(), t, xenvm.Config{
+		Parts:        p,
+		ExtraInitrds: extra,
+		Files:        files,
+		// The guests' lines reach dom0 through Xen's console ring. Xen
+		// scrubs free memory in the background after boot by default,
+		// which under emulation slows the first HVM guest for minutes.
+		XenArgs: []string{"conring_size=1M", "bootscrub=0"},
+		Timeout: 40 * time.Minute,
+	})
+}
+
+func stubdomInside(t *testing.T) {
+	q := newQvm(t)
+	dir := t.TempDir()
+	boot, off := filepath.Join(dir, bootISO), filepath.Join(dir, offISO)
+	copyTo(t, filepath.Join(xenvm.ShareMount, bootISO), boot)
+	copyTo(t, filepath.Join(xenvm.ShareMount, offISO), off)
+
+	q.ok("qvm-create", "--hvm", "--label", "red", "--property", "memory=256", "--property", "vcpus=1", "inst")
+	q.ok("qvm-create", "--hvm", "--label", "gray", "--property", "memory=256", "--property", "vcpus=1", "--property", "netvm=none", "alone")
+	if got := q.pref("alone", "netvm"); got != "" && got != "-" && got != "None" && got != "none" {
+		t.Fatalf("alone's netvm is %q, want none", got)
+	}
+
+	// The debug mode warns, and configures QEMU in dom0.
+	q.ok("qvm-create", "--hvm", "--label", "red", "dbg")
+	q.ok("qvm-features", "dbg", "qvm-dom0-qemu", "1")
+	out := q.ok("qvm-start", "--dry-run", "--cdrom=dom0:"+boot, "dbg")
+	if !strings.Contains(out, "warning: dbg runs its device model (QEMU) in dom0, not in a stubdomain") || !strings.Contains(out, "device_model_stubdomain_override = 0") {
+		t.Errorf("dom0-QEMU mode: no warning or still a stubdomain:\n%s", out)
+	}
+	out = q.ok("qvm-start", "--dry-run", "--cdrom=dom0:"+boot, "inst")
+	if strings.Contains(out, "warning:") || !strings.Contains(out, "device_model_stubdomain_override = 1") {
+		t.Errorf("inst should start with a stubdomain and no warning:\n%s", out)
+	}
+	q.ok("qvm-remove", "dbg")
+
+	start := time.Now()
+	startHVM(t, q, "inst", boot)
+	t.Logf("qvm-start inst: %.1f s", time.Since(start).Seconds())
+	startHVM(t, q, "alone", off)
+	instID := strings.TrimSpace(q.ok("xl", "domid", "inst"))
+	instDM := strings.TrimSpace(q.ok("xl", "domid", "inst-dm"))
+	aloneID := strings.TrimSpace(q.ok("xl", "domid", "alone"))
+	aloneDM := strings.TrimSpace(q.ok("xl", "domid", "alone-dm"))
+	if got := q.pref("inst", "stubdom_xid"); got != instDM {
+		t.Errorf("inst stubdom_xid %s, xl says inst-dm is %s", got, instDM)
+	}
+	if e := q.ls()["inst"]; e.State != "Running" || fmt.Sprint(e.Properties["xid"]) != instID {
+		t.Errorf("qvm-ls inst: %+v, xl domid %s", e, instID)
+	}
+
+	// Changing the netvm of a running HVM is refused, clearly.
+	if out, err := q.run("qvm-prefs", "inst", "netvm", "none"); err == nil || !strings.Contains(out, "cannot change netvm of inst while it runs") {
+		t.Errorf("netvm change of a running HVM: %v\n%s", err, out)
+	}
+
+	// The guest's DHCP answer is what qvm shows, served in the stubdomain.
+	ip, gw := q.pref("inst", "visible_ip"), q.pref("inst", "visible_gateway")
+	dns := strings.Fields(q.pref("inst", "dns"))
+	ls := q.ok("qvm-ls", "-n")
+	if !regexp.MustCompile(`(?m)^inst\s+Running\s+\S+\s+` + regexp.QuoteMeta(ip) + `\s+\S+\s+` + regexp.QuoteMeta(gw) + `\s*$`).MatchString(ls) {
+		t.Errorf("qvm-ls -n does not show inst with %s via %s:\n%s", ip, gw, ls)
+	}
+	want := fmt.Sprintf("dhcp ip=%s subnet=%s router=%s dns=%s", ip, q.pref("inst", "visible_netmask"), gw, strings.Join(dns, " "))
+	if got := guestLine(t, instID, "dhcp "); got != want {
+		t.Errorf("inst's guest: %q, want %q (what qvm shows)", got, want)
+	}
+	dmLog := "/var/log/xen/qemu-dm-inst.log"
+	served := regexp.MustCompile(`msg="lease given" prog=stubdominit-dhcpd .*client=` + regexp.QuoteMeta(q.pref("inst", "mac")) + ` outcome=\S+ ip=` + regexp.QuoteMeta(ip) + ` `)
+	if b, _ := os.ReadFile(dmLog); !served.Match(b) {
+		t.Errorf("the stubdomain's DHCP server did not serve %s; its log:\n%s", ip, b)
+	}
+	if b, _ := os.ReadFile(dmLog); !regexp.MustCompile(`level=INFO msg="device model running"`).Match(b) {
+		t.Errorf("the stubdomain log lacks its running line:\n%s", b)
+	}
+
+	// The guest without a netvm found no NIC, read its disc and powered
+	// off; nothing of it is left.
+	if got := guestLine(t, aloneID, "dhcp "); got != "dhcp none" {
+		t.Errorf("alone's guest: %q, want \"dhcp none\"", got)
+	}
+	guestLine(t, aloneID, "poweroff")
+	waitHalted(t, q, "alone")
+	requireHVMClean(t, "alone", aloneID, aloneDM)
+
+	// Media: the disc is listed, ejected, and another one goes in.
+	if got := guestLine(t, instID, "cdrom "); got != "cdrom "+bootLabel {
+		t.Errorf("inst's guest reads %q, want cdrom %s", got, bootLabel)
+	}
+	if out := q.ok("qvm-block", "ls"); !regexp.MustCompile(`(?m)^dom0:` + regexp.QuoteMeta(boot) + `\s+cdrom.*stubdomain.*\s+inst \(xvdd\)$`).MatchString(out) {
+		t.Errorf("qvm-block ls does not show %s in inst:\n%s", boot, out)
+	}
+	if out, err := q.run("qvm-block", "attach", "--ro", "--devtype=cdrom", "inst", "dom0:"+off); err == nil || !strings.Contains(out, "holds another disc") {
+		t.Errorf("attaching to a full drive: %v\n%s", err, out)
+	}
+	if out, err := q.run("qvm-block", "detach", "inst", "dom0:"+off); err == nil || !strings.Contains(out, "not dom0:"+off) {
+		t.Errorf("detaching a disc that is not in the drive: %v\n%s", err, out)
+	}
+	q.ok("qvm-block", "detach", "inst", "dom0:"+boot)
+	waitGuestLine(t, instID, "cdrom empty")
+	if out := q.ok("qvm-block", "ls"); !regexp.MustCompile(`(?m)^-\s+empty CD-ROM drive.*inst \(xvdd\)$`).MatchString(out) {
+		t.Errorf("qvm-block ls after the eject:\n%s", out)
+	}
+	q.ok("qvm-block", "attach", "--ro", "--devtype=cdrom", "inst", "dom0:"+off)
+	waitGuestLine(t, instID, "cdrom "+testiso.PowerOffLabel)
+	waitGuestLine(t, instID, "poweroff")
+	waitHalted(t, q, "inst")
+	requireHVMClean(t, "inst", instID, instDM)
+	requireOnlyDom0(t)
+}
+
+// startHVM starts vm from the disc iso, and on failure shows what its
+// stubdomain logged.
+func startHVM(t *testing.T, q *qvm, vm, iso string) {
+	t.Helper()
+	if out, err := q.run("qvm-start", "--cdrom=dom0:"+iso, vm); err != nil {
+		b, _ := os.ReadFile("/var/log/xen/qemu-dm-" + vm + ".log")
+		d, _ := exec.Command("xl", "dmesg").Output()
+		t.Fatalf("qvm-start %s: %v\n%s\nstubdomain log:\n%s\nXen console:\n%s", vm, err, out, b, xenvm.Tail(d, 30))
+	}
+}
+
+// guestLines returns domain domid's lines with the test guest's prefix,
+// from Xen's console ring.
+func guestLines(t *testing.T, domid string) []string {
+	t.Helper()
+	out, err := exec.Command("xl", "dmesg").Output()
+	if err != nil {
+		t.Fatalf("xl dmesg: %v", err)
+	}
+	var lines []string
+	prefix := "(d" + domid + ") "
+	for _, l := range strings.Split(string(out), "\n") {
+		if !strings.Contains(l, prefix) {
+			continue
+		}
+		if _, rest, ok := strings.Cut(l, testiso.LinePrefix); ok {
+			lines = append(lines, strings.TrimSpace(rest))
+		}
+	}
+	return lines
+}
+
+// guestLine waits for the guest's first line starting with prefix.
+func guestLine(t *testing.T, domid, prefix string) string {
+	t.Helper()
+	var got string
+	err := waitFor(15*time.Minute, func() bool {
+		for _, l := range guestLines(t, domid) {
+			if strings.HasPrefix(l, prefix) {
+				got = l
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("guest d%s never said %q: %v; it said %q", domid, prefix, err, guestLines(t, domid))
+	}
+	return got
+}
+
+// waitGuestLine waits for the guest line want (exactly).
+func waitGuestLine(t *testing.T, domid, want string) {
+	t.Helper()
+	err := waitFor(10*time.Minute, func() bool {
+		for _, l := range guestLines(t, domid) {
+			if l == want {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("guest d%s never said %q: %v; it said %q", domid, want, err, guestLines(t, domid))
+	}
+}
+
+func waitHalted(t *testing.T, q *qvm, vm string) {
+	t.Helper()
+	if err := waitFor(3*time.Minute, func() bool { return q.ls()[vm].State == "Halted" }); err != nil {
+		l, _ := exec.Command("xl", "list").CombinedOutput()
+		b, _ := os.ReadFile("/var/lib/qvm/log/" + vm + ".log")
+		t.Fatalf("%s is not Halted after its guest powered off: %v\nxl list:\n%s\nmonitor log:\n%s", vm, err, l, b)
+	}
+}
+
+// requireHVMClean checks that nothing of an HVM and its stubdomain is
+// left: no domains, no xenstore homes, backends or device-model entries,
+// no QEMU or QMP relay in dom0 serving them.
+func requireHVMClean(t *testing.T, vm, domid, stubid string) {
+	t.Helper()
+	requireClean(t, vm, domid)
+	requireClean(t, vm+"-dm", stubid)
+	for _, name := range []string{vm, vm + "-dm"} {
+		if exec.Command("xl", "domid", name).Run() == nil {
+			t.Errorf("domain %s still exists", name)
+		}
+	}
+	ctx := context.Background()
+	xs, err := xenstore.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.Close()
+	var paths []string
+	for _, id := range []string{domid, stubid} {
+		paths = append(paths, "/local/domain/0/device-model/"+id, "/libxl/"+id)
+		for _, kind := range []string{"qdisk", "vbd", "vif", "console", "vkbd", "vfb"} {
+			paths = append(paths, "/local/domain/0/backend/"+kind+"/"+id)
+		}
+	}
+	for _, p := range paths {
+		if names, err := xs.Directory(ctx, p); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("xenstore still has %s: %v %v", p, names, err)
+		}
+	}
+	// Processes serving the domains: libxl's QEMU for the stubdomain's
+	// consoles and disks, and the QMP relay.
+	for _, re := range []string{`xen-qemu-system-i386 .*-xen-domid ` + stubid + `\b`, `vchan-socket-proxy.*/local/domain/` + stubid + `/`} {
+		match := regexp.MustCompile(re)
+		dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, d := range dirs {
+			b, err := os.ReadFile(d)
+			if err == nil && match.Match([]byte(strings.ReplaceAll(string(b), "\x00", " "))) {
+				t.Errorf("still running for %s: %s", vm, strings.ReplaceAll(string(b), "\x00", " "))
+			}
+		}
+	}
+}
