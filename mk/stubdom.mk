@@ -71,3 +71,11 @@ bench-hvm: build dom0-image dom0-qemu-image guest-image stubdom-image
 	@$(GO) test -tags benchhvm -count=1 -timeout 40m -run '^TestBenchHVM$$' -v ./bench/hvm/ > $(BUILD)/bench-hvm.log 2>&1; rc=$$?; \
 	  if [ $$rc != 0 ]; then tail -n 60 $(BUILD)/bench-hvm.log; echo "bench-hvm: failed (full log: $(BUILD)/bench-hvm.log)"; exit $$rc; fi; \
 	  grep -E '^(hvm-bench:|hvm:)' $(BUILD)/bench-hvm.log
+
+# install-stubdom puts the stubdomain where qvm-start looks for it
+# (/usr/lib/qvm/stubdom, or $QVM_STUBDOM_KERNEL / $QVM_STUBDOM_RAMDISK).
+.PHONY: install-stubdom
+install-stubdom: stubdom-image
+	install -d $(DESTDIR)/usr/lib/qvm/stubdom
+	install -m 0644 $(STUBDOM_KERNEL) $(DESTDIR)/usr/lib/qvm/stubdom/vmlinuz
+	install -m 0644 $(STUBDOM_IMAGE) $(DESTDIR)/usr/lib/qvm/stubdom/initramfs

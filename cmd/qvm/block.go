@@ -48,7 +48,7 @@ func blockDevice(spec string) (string, error) {
 	if dom != "dom0" {
 		return "", fmt.Errorf("device %s: images inside VM %s need an agent in it to serve them, which qvm does not have yet: copy the image to dom0 and use dom0:PATH", spec, dom)
 	}
-	return checkCDROM("dom0:" + p)
+	return checkCDROM("disc", "dom0:"+p)
 }
 
 func runBlockAttach(ctx context.Context, a *app, args []string) error {

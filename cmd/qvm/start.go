@@ -36,7 +36,7 @@ func runStart(ctx context.Context, a *app, args []string) error {
 	}
 	opt := lifecycle.StartOptions{}
 	if cdrom != "" {
-		path, err := checkCDROM(cdrom)
+		path, err := checkCDROM("--cdrom", cdrom)
 		if err != nil {
 			return err
 		}
@@ -114,37 +114,38 @@ func printConfig(w io.Writer, name string, cfg *xl.DomainConfig) {
 	fmt.Fprintf(w, "# %s: libxl domain config (JSON)\n%s\n", name, js)
 }
 
-// checkCDROM validates --cdrom before anything starts: the R4 form
-// dom0:/path, or the R3 form /path; a file must be an ISO 9660 or UDF
-// image, or a block device.
-func checkCDROM(spec string) (string, error) {
+// checkCDROM validates a disc for a CD-ROM drive before anything starts:
+// the R4 form dom0:/path, or the R3 form /path; a file must be an ISO 9660
+// or UDF image, or a block device. what names the argument in errors
+// (--cdrom, or the disc of qvm-block).
+func checkCDROM(what, spec string) (string, error) {
 	path := spec
 	if dom, p, ok := strings.Cut(spec, ":"); ok && !strings.HasPrefix(spec, "/") {
 		if dom != "dom0" {
-			return "", fmt.Errorf("--cdrom=%s: an image inside VM %s needs an agent in it to serve the file, which qvm does not have yet: copy the ISO to dom0 and use --cdrom=dom0:PATH", spec, dom)
+			return "", fmt.Errorf("%s %s: an image inside VM %s needs an agent in it to serve the file, which qvm does not have yet: copy the ISO to dom0 and use dom0:PATH", what, spec, dom)
 		}
 		path = p
 	}
 	if !filepath.IsAbs(path) {
-		return "", usagef("--cdrom=%s: give an absolute path, e.g. --cdrom=dom0:/usr/local/iso/installer.iso", spec)
+		return "", usagef("%s %s: give an absolute path, e.g. dom0:/usr/local/iso/installer.iso", what, spec)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("--cdrom: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	if fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
 		return path, nil
 	}
 	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("--cdrom %s: not an image file or a block device", path)
+		return "", fmt.Errorf("%s %s: not an image file or a block device", what, path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("--cdrom: cannot read it: %w", err)
+		return "", fmt.Errorf("%s: cannot read it: %w", what, err)
 	}
 	defer f.Close()
 	if !isOpticalImage(f) {
-		return "", fmt.Errorf("--cdrom %s: not an ISO 9660 or UDF image (no CD001/BEA01/NSR0 descriptor at sector 16): give an installer .iso", path)
+		return "", fmt.Errorf("%s %s: not an ISO 9660 or UDF image (no CD001/BEA01/NSR0 descriptor at sector 16): give an installer .iso", what, path)
 	}
 	return path, nil
 }
