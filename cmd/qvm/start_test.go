@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -138,4 +139,19 @@ func TestStartDryRunForSeedVMs(t *testing.T) {
 	if out := e.ok("qvm-pci", "ls"); !strings.Contains(out, "sys-usb (permissive=True, no-strict-reset=True)") {
 		t.Errorf("qvm-pci ls:\n%s", out)
 	}
+}
+
+// FuzzIsOpticalImage feeds arbitrary image headers to the --cdrom check:
+// it must not panic, and must only accept data that reaches a volume
+// descriptor's identifier at sector 16 or later.
+func FuzzIsOpticalImage(f *testing.F) {
+	iso := make([]byte, 17*2048)
+	copy(iso[16*2048:], "\x01CD001\x01")
+	f.Add(iso)
+	f.Add([]byte("not an image"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if isOpticalImage(bytes.NewReader(data)) && len(data) < 16*2048+6 {
+			t.Fatalf("accepted %d bytes, shorter than the first volume descriptor", len(data))
+		}
+	})
 }
