@@ -127,7 +127,12 @@ func VdevNumber(vdev string) int {
 	if len(vdev) != 4 || !strings.HasPrefix(vdev, "xvd") || vdev[3] < 'a' || vdev[3] > 'z' {
 		return -1
 	}
-	return 202<<8 | int(vdev[3]-'a')<<4
+	disk := int(vdev[3] - 'a')
+	if disk < 16 {
+		return 202<<8 | disk<<4
+	}
+	// Disks past xvdp only have the extended form.
+	return 1<<28 | disk<<8
 }
 
 // Status reports the CD-ROM drive of running domain domid.

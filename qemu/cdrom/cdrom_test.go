@@ -18,7 +18,7 @@ import (
 )
 
 func TestVdevNumber(t *testing.T) {
-	for v, want := range map[string]int{"xvda": 51712, "xvdd": 51760, "xvde": 51776, "xvdz": 52176, "hda": -1, "xvdaa": -1, "xvdA": -1} {
+	for v, want := range map[string]int{"xvda": 51712, "xvdd": 51760, "xvde": 51776, "xvdp": 51952, "xvdq": 1<<28 | 16<<8, "xvdz": 1<<28 | 25<<8, "hda": -1, "xvdaa": -1, "xvdA": -1} {
 		if got := VdevNumber(v); got != want {
 			t.Errorf("VdevNumber(%q) = %d, want %d", v, got, want)
 		}
@@ -58,10 +58,25 @@ func TestXenstoreDisks(t *testing.T) {
 	}
 	fe, be, lp := vbdPaths(6, VdevNumber("xvde"))
 
-	// The frontend: the stubdomain connects once the entries are there.
+	// The backend opens the loop device (as blkback does, which keeps
+	// the autoclear device alive), then the stubdomain's frontend
+	// connects.
+	held := make(chan *os.File, 1)
 	go func() {
+		defer close(held)
 		for ctx.Err() == nil {
 			if s, err := stub.ReadString(ctx, fe+"/state"); err == nil && s == stateInitialising {
+				dev, err := dom0.ReadString(ctx, be+"/params")
+				if err != nil {
+					t.Errorf("backend params: %v", err)
+					return
+				}
+				f, err := os.Open(dev)
+				if err != nil {
+					t.Errorf("open %s as the backend: %v", dev, err)
+					return
+				}
+				held <- f
 				stub.WriteString(ctx, fe+"/state", stateConnected)
 				return
 			}
@@ -121,7 +136,11 @@ func TestXenstoreDisks(t *testing.T) {
 			t.Errorf("%s is still there: %v", p, err)
 		}
 	}
-	// Nobody holds the loop device now: the kernel detaches it.
+	// Nobody holds the loop device once the backend lets go: the kernel
+	// detaches it.
+	if f := <-held; f != nil {
+		f.Close()
+	}
 	if err := waitUntil(10*time.Second, func() bool { return imageOf(params) != img }); err != nil {
 		t.Errorf("loop device %s still serves %s", params, img)
 	}
