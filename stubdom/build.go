@@ -26,7 +26,7 @@ type Spec struct {
 	// URoot is the u-root binary; ModuleDir the directory of this Go
 	// module (u-root resolves ./cmd/stubdominit through `go list` there).
 	URoot, ModuleDir string
-	// Kernel is the stubdomain kernel (Debian's vmlinuz) and KernelRoot
+	// Kernel is the stubdomain kernel (an uncompressed, stripped vmlinux) and KernelRoot
 	// the root of its unpacked package, holding
 	// lib/modules/<KernelVersion>/ with modules.dep.
 	Kernel, KernelRoot, KernelVersion string

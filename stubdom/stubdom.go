@@ -31,7 +31,7 @@ const (
 // Where dom0 keeps the stubdomain's files (the defaults of qvm-start).
 const (
 	Dir         = "/usr/lib/qvm/stubdom"
-	KernelName  = "vmlinuz"
+	KernelName  = "vmlinux"
 	RamdiskName = "initramfs"
 )
 

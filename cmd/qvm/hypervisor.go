@@ -16,7 +16,7 @@ import (
 // Default locations of the HVM stubdomain's kernel and root filesystem;
 // $QVM_STUBDOM_KERNEL and $QVM_STUBDOM_RAMDISK override them.
 const (
-	defaultStubdomKernel  = "/usr/lib/qvm/stubdom/vmlinuz"
+	defaultStubdomKernel  = "/usr/lib/qvm/stubdom/vmlinux"
 	defaultStubdomRamdisk = "/usr/lib/qvm/stubdom/initramfs"
 )
 

@@ -24,7 +24,7 @@ func main() {
 	var spec stubdom.Spec
 	flag.StringVar(&spec.URoot, "uroot", "", "the u-root binary")
 	flag.StringVar(&spec.ModuleDir, "module", ".", "this Go module's directory")
-	flag.StringVar(&spec.Kernel, "kernel", "", "the stubdomain kernel (vmlinuz)")
+	flag.StringVar(&spec.Kernel, "kernel", "", "the stubdomain kernel (an uncompressed vmlinux: libxl loads it without decompressing)")
 	flag.StringVar(&spec.KernelRoot, "kernel-root", "", "root of the unpacked kernel package (holds lib/modules/VERSION)")
 	flag.StringVar(&spec.KernelVersion, "kernel-version", "", "the kernel's version (uname -r)")
 	flag.StringVar(&spec.OutDir, "out", "build/stubdom", "output directory")
