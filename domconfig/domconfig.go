@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/xl"
 )
 
@@ -98,6 +99,13 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 		cfg.Kernel = filepath.Join(dir, KernelFile)
 		if _, err := os.Stat(cfg.Kernel); err != nil {
 			return nil, fmt.Errorf("VM %s: kernel %s: %w: reinstall it or choose another with qvm-prefs %s kernel", v.Name(), kernel, err, v.Name())
+		}
+		// A PV or PVH guest boots the kernel's unpacked ELF image when
+		// lifecycle made one (package vmkernel): the same kernel, without
+		// the decompression Xen's builder would do at every start. (QEMU's
+		// direct kernel boot for an HVM wants the bzImage.)
+		if u := vmkernel.Fresh(cfg.Kernel); u != "" && mode != "hvm" {
+			cfg.Kernel = u
 		}
 		if _, err := os.Stat(filepath.Join(dir, InitramfsFile)); err == nil {
 			cfg.Ramdisk = filepath.Join(dir, InitramfsFile)

@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/xl"
 )
 
@@ -220,4 +222,32 @@ func props(kv ...string) []vm.Prop {
 		out = append(out, vm.Prop{Name: kv[i], Value: kv[i+1]})
 	}
 	return out
+}
+
+// TestUnpackedKernel: a PV or PVH guest boots the kernel's unpacked image
+// when one matches the kernel (package vmkernel), an HVM keeps the bzImage
+// QEMU wants, and a stale image is not used.
+func TestUnpackedKernel(t *testing.T) {
+	s, in := setup(t)
+	kernel := filepath.Join(in.KernelsDir, "6.1.0", KernelFile)
+	unpacked := filepath.Join(in.KernelsDir, "6.1.0", vmkernel.UnpackedName)
+	os.WriteFile(unpacked, []byte("\x7fELF"), 0o644)
+	fi, _ := os.Stat(kernel)
+	os.Chtimes(unpacked, fi.ModTime(), fi.ModTime())
+	if cfg := build(t, s, "work", in); cfg.Kernel != unpacked {
+		t.Errorf("pvh boots %s, want %s", cfg.Kernel, unpacked)
+	}
+	d, _ := s.Lookup("my-new-vm")
+	d.Features = map[string]string{FeatureDom0QEMU: "1"}
+	if err := s.SetProp("my-new-vm", "kernel", "6.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg := build(t, s, "my-new-vm", in); cfg.Kernel != kernel {
+		t.Errorf("hvm boots %s, want the bzImage %s", cfg.Kernel, kernel)
+	}
+	later := fi.ModTime().Add(time.Hour)
+	os.Chtimes(kernel, later, later)
+	if cfg := build(t, s, "work", in); cfg.Kernel != kernel {
+		t.Errorf("pvh boots the stale %s", cfg.Kernel)
+	}
 }

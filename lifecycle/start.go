@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/qvm-project/qvm/loopdev"
 	"github.com/qvm-project/qvm/qubesdb"
 	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/volume"
 	"github.com/qvm-project/qvm/xl"
 )
@@ -105,6 +107,14 @@ func (m *Manager) start(ctx context.Context, sys *vm.System, name string, opt St
 			name, need, pi.FreeMemKiB/1024, name)
 	}
 
+	if k := v.Str("kernel"); k != "" && v.Str("virt_mode") != "hvm" {
+		// Unpack the kernel once (the first start of each kernel pays
+		// for it); without it the domain still boots, more slowly.
+		path := filepath.Join(m.Store.KernelsDir(), k, domconfig.KernelFile)
+		if _, err := vmkernel.Ensure(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			m.log().Warn("cannot unpack the VM kernel; Xen will decompress it at each start", "vm", name, "kernel", path, "err", err)
+		}
+	}
 	in, cleanup, err := m.prepareFiles(ctx, v, opt)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
