@@ -229,22 +229,77 @@ func moduleName(p string) string {
 	return strings.ReplaceAll(b, "_", "-")
 }
 
-// readModulesDep parses modules.dep: "path: dep dep ...", one a line.
-func readModulesDep(p string) (map[string][]string, error) {
-	lines, err := readLines(p)
-	if err != nil {
-		return nil, err
-	}
-	deps := make(map[string][]string, len(lines))
-	for i, line := range lines {
+// modulesDep is a parsed modules.dep: each module file's dependencies,
+// and the module files in the order the file lists them.
+type modulesDep struct {
+	deps  map[string][]string
+	files []string
+}
+
+// parseModulesDep parses modules.dep ("path: dep dep ...", one a line;
+// blank lines are skipped) from r; name is for errors.
+func parseModulesDep(r io.Reader, name string) (modulesDep, error) {
+	md := modulesDep{deps: map[string][]string{}}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
 		mod, rest, ok := strings.Cut(line, ":")
 		mod = strings.TrimSpace(mod)
 		if !ok || mod == "" {
-			return nil, fmt.Errorf("%s line %d: %q is not \"module: deps\"", p, i+1, line)
+			return modulesDep{}, fmt.Errorf("%s line %d: %q is not \"module: deps\"", name, n, line)
 		}
-		deps[mod] = strings.Fields(rest)
+		md.deps[mod] = strings.Fields(rest)
+		md.files = append(md.files, mod)
 	}
-	return deps, nil
+	if err := sc.Err(); err != nil {
+		return modulesDep{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return md, nil
+}
+
+// readModulesDep parses the modules.dep file at p.
+func readModulesDep(p string) (map[string][]string, error) {
+	md, err := readModulesDepFile(p)
+	return md.deps, err
+}
+
+func readModulesDepFile(p string) (modulesDep, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return modulesDep{}, err
+	}
+	defer f.Close()
+	return parseModulesDep(f, p)
+}
+
+// LoadOrder lists the modules of the modules.dep file at p so that each
+// comes after the modules it depends on (and otherwise in the file's
+// order), the order a loader without depmod's help must insert them in.
+func LoadOrder(p string) ([]string, error) {
+	md, err := readModulesDepFile(p)
+	if err != nil {
+		return nil, err
+	}
+	done := map[string]bool{}
+	var out []string
+	var visit func(m string)
+	visit = func(m string) {
+		if done[m] {
+			return
+		}
+		done[m] = true
+		for _, d := range md.deps[m] {
+			visit(d)
+		}
+		out = append(out, m)
+	}
+	for _, m := range md.files {
+		visit(m)
+	}
+	return out, nil
 }
 
 func readLines(p string) ([]string, error) {
@@ -274,11 +329,6 @@ func WriteDom0Archive(out, kernel, ramdisk string) error {
 		return err
 	}
 	defer f.Close()
-	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
-	if err != nil {
-		return err
-	}
-	w := cpio.Newc.Writer(zw)
 	// The directories are written with the modes dom0 has for them: the
 	// kernel applies an archive's mode to a directory that exists.
 	var recs []cpio.Record
@@ -294,16 +344,28 @@ func WriteDom0Archive(out, kernel, ramdisk string) error {
 		}
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(Dir[1:], e.name), Mode: cpio.S_IFREG | 0o644}))
 	}
-	if err := cpio.WriteRecords(w, recs); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
-	}
-	if err := zw.Close(); err != nil {
+	if err := WriteGzipCPIO(f, recs); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
 	return f.Close()
+}
+
+// WriteGzipCPIO writes recs to w as a newc cpio archive with its trailer,
+// compressed with gzip's fastest level (what an initramfs, or an archive
+// appended to one, needs).
+func WriteGzipCPIO(w io.Writer, recs []cpio.Record) error {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	cw := cpio.Newc.Writer(zw)
+	if err := cpio.WriteRecords(cw, recs); err != nil {
+		return err
+	}
+	if err := cpio.WriteTrailer(cw); err != nil {
+		return err
+	}
+	return zw.Close()
 }
 
 func copyFile(src, dst string) error {

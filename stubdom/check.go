@@ -191,19 +191,17 @@ func (img *image) checkModules(m Manifest) (string, []string, error) {
 		kver = vers[0]
 	}
 	dir := path.Join("lib/modules", kver)
-	deps := map[string][]string{}
 	depFile, ok := img.recs[dir+"/modules.dep"]
 	if !ok {
 		return kver, nil, fmt.Errorf("/%s/modules.dep is missing", dir)
 	}
-	sc := bufio.NewScanner(io.NewSectionReader(depFile.ReaderAt, 0, int64(depFile.FileSize)))
+	md, err := parseModulesDep(io.NewSectionReader(depFile.ReaderAt, 0, int64(depFile.FileSize)), "/"+dir+"/modules.dep")
+	if err != nil {
+		return kver, nil, err
+	}
+	deps := md.deps
 	byName := map[string]string{}
-	for sc.Scan() {
-		mod, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		deps[mod] = strings.Fields(rest)
+	for _, mod := range md.files {
 		byName[moduleName(mod)] = mod
 	}
 	builtin := map[string]bool{}

@@ -256,3 +256,21 @@ func TestBuiltImage(t *testing.T) {
 	}
 	t.Logf("ramdisk %d bytes, %d MiB unpacked, %d libraries, init %s", fi.Size(), c.UnpackedBytes>>20, len(c.Libraries), c.Init)
 }
+
+func TestLoadOrder(t *testing.T) {
+	dep := filepath.Join(t.TempDir(), "modules.dep")
+	os.WriteFile(dep, []byte("a.ko: b.ko c.ko\nc.ko: b.ko\nb.ko:\nd.ko:\n"), 0o644)
+	got, err := LoadOrder(dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "b.ko c.ko a.ko d.ko" {
+		t.Fatalf("order %q", got)
+	}
+}
+
+func TestParseModulesDepRefusesBadLine(t *testing.T) {
+	if _, err := parseModulesDep(strings.NewReader("a.ko: b.ko\nno colon here\n"), "modules.dep"); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("got %v, want an error for line 2", err)
+	}
+}

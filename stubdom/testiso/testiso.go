@@ -26,7 +26,6 @@ package testiso
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"os"
@@ -206,7 +205,7 @@ func Initramfs(modulesDir, kernelVersion, stage string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testiso: %w", err)
 	}
-	order, err := loadOrder(filepath.Join(stage, "modules.dep"))
+	order, err := stubdom.LoadOrder(filepath.Join(stage, "modules.dep"))
 	if err != nil {
 		return nil, err
 	}
@@ -245,52 +244,8 @@ func Initramfs(modulesDir, kernelVersion, stage string) ([]byte, error) {
 	}
 	recs = append(dirRecs, recs...)
 	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	w := cpio.Newc.Writer(zw)
-	if err := cpio.WriteRecords(w, recs); err != nil {
-		return nil, err
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
+	if err := stubdom.WriteGzipCPIO(&buf, recs); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// loadOrder lists the modules of a modules.dep so that each comes after
-// the modules it depends on.
-func loadOrder(depFile string) ([]string, error) {
-	b, err := os.ReadFile(depFile)
-	if err != nil {
-		return nil, err
-	}
-	deps := map[string][]string{}
-	var mods []string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		m, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, fmt.Errorf("%s: bad line %q", depFile, line)
-		}
-		deps[m] = strings.Fields(rest)
-		mods = append(mods, m)
-	}
-	done := map[string]bool{}
-	var out []string
-	var visit func(m string)
-	visit = func(m string) {
-		if done[m] {
-			return
-		}
-		done[m] = true
-		for _, d := range deps[m] {
-			visit(d)
-		}
-		out = append(out, m)
-	}
-	for _, m := range mods {
-		visit(m)
-	}
-	return out, nil
 }

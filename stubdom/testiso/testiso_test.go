@@ -73,15 +73,3 @@ func TestBuildRefusesBadLabel(t *testing.T) {
 		}
 	}
 }
-
-func TestLoadOrder(t *testing.T) {
-	dep := filepath.Join(t.TempDir(), "modules.dep")
-	os.WriteFile(dep, []byte("a.ko: b.ko c.ko\nc.ko: b.ko\nb.ko:\nd.ko:\n"), 0o644)
-	got, err := loadOrder(dep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(got, " ") != "b.ko c.ko a.ko d.ko" {
-		t.Fatalf("order %q", got)
-	}
-}
