@@ -210,17 +210,7 @@ func guestLines(t *testing.T, domid string) []string {
 	if err != nil {
 		t.Fatalf("xl dmesg: %v", err)
 	}
-	var lines []string
-	prefix := "(d" + domid + ") "
-	for _, l := range strings.Split(string(out), "\n") {
-		if !strings.Contains(l, prefix) {
-			continue
-		}
-		if _, rest, ok := strings.Cut(l, testiso.LinePrefix); ok {
-			lines = append(lines, strings.TrimSpace(rest))
-		}
-	}
-	return lines
+	return testiso.Lines(string(out), domid)
 }
 
 // guestLine waits for the guest's first line starting with prefix.

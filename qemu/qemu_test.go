@@ -1,12 +1,12 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,18 +205,8 @@ func waitLine(t *testing.T, serial, want string) {
 }
 
 func hasGuestLine(path, want string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if _, rest, ok := strings.Cut(sc.Text(), testiso.LinePrefix); ok && strings.TrimSpace(rest) == want {
-			return true
-		}
-	}
-	return false
+	b, err := os.ReadFile(path)
+	return err == nil && slices.Contains(testiso.Lines(string(b), ""), want)
 }
 
 func TestSocketPath(t *testing.T) {

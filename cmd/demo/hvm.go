@@ -110,12 +110,10 @@ func hvmDHCP(vm string) func(d *demo) string {
 		deadline := time.Now().Add(10 * time.Minute)
 		for time.Now().Before(deadline) {
 			out, _ := exec.CommandContext(d.ctx, "xl", "dmesg").Output()
-			for _, l := range strings.Split(string(out), "\n") {
-				_, rest, ok := strings.Cut(l, testiso.LinePrefix)
-				if !ok || !strings.Contains(l, "(d"+domid+") ") || !strings.HasPrefix(rest, "dhcp ") {
+			for _, got := range testiso.Lines(string(out), domid) {
+				if !strings.HasPrefix(got, "dhcp ") {
 					continue
 				}
-				got := strings.TrimSpace(rest)
 				fmt.Fprintf(d.w, "  %s's guest (booted from the disc) asked DHCP and got: %s\n", vm, got)
 				fmt.Fprintf(d.w, "  qvm-ls -n shows:                                        ip=%s router=%s\n", ip, gw)
 				if got != want {

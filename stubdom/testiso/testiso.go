@@ -44,6 +44,22 @@ import (
 // LinePrefix starts every line the guest reports.
 const LinePrefix = "qvmguest: "
 
+// Lines returns what the guest reported in text, a console log: the rest
+// of each line after LinePrefix, trimmed. With domid set, text is Xen's
+// console (xl dmesg) and only the lines of that domain ("(dN) ...") count.
+func Lines(text, domid string) []string {
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if domid != "" && !strings.Contains(l, "(d"+domid+") ") {
+			continue
+		}
+		if _, rest, ok := strings.Cut(l, LinePrefix); ok {
+			lines = append(lines, strings.TrimSpace(rest))
+		}
+	}
+	return lines
+}
+
 // PowerOffLabel is the volume label of a disc that makes the guest power
 // off when it appears in its drive.
 const PowerOffLabel = "QVMPOWEROFF"

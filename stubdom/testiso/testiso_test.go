@@ -54,12 +54,7 @@ func TestGuestBootsBare(t *testing.T) {
 	if err != nil {
 		t.Fatalf("qemu: %v\n%s\nserial:\n%s", err, out, log)
 	}
-	var got []string
-	for _, line := range strings.Split(string(log), "\n") {
-		if _, rest, ok := strings.Cut(line, LinePrefix); ok {
-			got = append(got, strings.TrimSpace(rest))
-		}
-	}
+	got := Lines(string(log), "")
 	want := []string{"start", "dhcp none", "cdrom " + PowerOffLabel, "poweroff"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("guest lines %q, want %q; serial:\n%s", got, want, log)
