@@ -16,12 +16,3 @@ func PowerOff() error {
 	}
 	return nil
 }
-
-// Reboot syncs and restarts the machine (QEMU with -no-reboot exits).
-func Reboot() error {
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
-		return fmt.Errorf("reboot: %w", err)
-	}
-	return nil
-}

@@ -3,8 +3,11 @@
 // A Server is bound to one network interface and knows a fixed list of
 // leases, one per MAC address: the VM's IP, netmask, gateway and DNS servers,
 // as the VM's definition says. It answers only those MACs; anything else
-// (unknown clients, malformed or unexpected packets) gets no reply, a debug
-// log line and a counter in Stats. There is no address pool and no lease
+// (unknown clients, malformed or unexpected packets) gets no reply, a log
+// line and a counter in Stats. Log lines about single packets are
+// rate-limited at every level (the first few each minute, then one summary
+// line with counts), so no packet pattern can make the log grow faster
+// than a fixed bound. There is no address pool and no lease
 // file: nothing can run out and nothing is lost on restart.
 //
 // It replaces the DHCP server that Qubes OS runs inside an HVM's stub domain
@@ -14,11 +17,15 @@
 //   - The packet path (Respond and Handle) is a pure function of the bytes
 //     received: it keeps no per-client state and allocates memory bounded by
 //     the packet size, so a guest cannot make it grow.
-//   - Serve opens its sockets, then drops every privilege (it changes to the
-//     nobody user, which clears all capabilities on every thread), sets
-//     no_new_privs and installs a seccomp filter on all threads that allows
-//     only the system calls of the serve loop and the Go runtime. Any other
-//     system call kills the process with SIGSYS (see Sandbox).
+//   - Serve opens its sockets, then drops every privilege (it changes to a
+//     user and group of its own, UserFor the interface's index, which
+//     clears all capabilities on every thread), sets no_new_privs and
+//     installs a seccomp filter on all threads that allows only the system
+//     calls of the serve loop and the Go runtime, some on some arguments
+//     only: it sends only on its packet socket and only without an
+//     address (so only on its own interface), writes only to its logs and
+//     the runtime's descriptors, and signals only itself. Any other system
+//     call kills the process with SIGSYS (see Sandbox).
 //
 // # Addressing
 //
@@ -31,8 +38,8 @@
 // The interface the server runs on may have no IPv4 address at all (the
 // stub domain's bridge has none) or may have the gateway's address (a
 // routed backend interface in dom0). To behave the same in both cases the
-// server sends and receives on a packet socket (AF_PACKET, SOCK_DGRAM) and
-// builds the IPv4 and UDP headers itself:
+// server sends and receives on a packet socket (AF_PACKET, SOCK_RAW) and
+// builds the Ethernet, IPv4 and UDP headers itself:
 //
 //   - Its server identifier (option 54) and the source address of its
 //     replies is the address given to New; the qvm verb passes the VM's

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,11 @@ import (
 // does not touch the test process.
 const (
 	helperEnv = "QVM_DHCPD_TEST_HELPER" // JSON helperConfig
+	// parentEnv makes the test binary play a VM's monitor: it starts the
+	// helper (namespace, then JSON helperConfig, in parentEnv as
+	// "NS JSON") with Pdeathsig, prints its pid once it serves, and
+	// waits to be killed.
+	parentEnv = "QVM_DHCPD_TEST_PARENT"
 	readyLine = "DHCPD-READY"
 	statsLine = "DHCPD-STATS "
 )
@@ -44,6 +50,11 @@ type helperConfig struct {
 	// Forbidden makes the helper make a system call outside the seccomp
 	// filter once it is sandboxed.
 	Forbidden bool
+	// Attack, when set, makes the helper play a compromised responder
+	// once sandboxed (see attack in sandbox_test.go).
+	Attack attackConfig
+	// DieWithParent sets Server.ParentDeathSignal (SIGKILL).
+	DieWithParent bool
 }
 
 type helperLease struct {
@@ -55,6 +66,9 @@ type helperLease struct {
 func TestMain(m *testing.M) {
 	if cfg := os.Getenv(helperEnv); cfg != "" {
 		os.Exit(runHelper(cfg))
+	}
+	if v := os.Getenv(parentEnv); v != "" {
+		os.Exit(runParent(v))
 	}
 	os.Exit(m.Run())
 }
@@ -80,12 +94,18 @@ func runHelper(cfgJSON string) int {
 		return 1
 	}
 	if cfg.Forbidden {
-		s.afterSandbox = func() {
+		s.afterSandbox = func(*packetConn) {
 			fmt.Fprintln(os.Stderr, "helper: calling socket(2), which the filter forbids")
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 			fmt.Fprintf(os.Stderr, "helper: socket(2) returned %d, %v: the filter is not on\n", fd, err)
 			os.Exit(3)
 		}
+	}
+	if cfg.Attack.Kind != "" {
+		s.afterSandbox = func(c *packetConn) { os.Exit(attack(cfg.Attack, c)) }
+	}
+	if cfg.DieWithParent {
+		s.ParentDeathSignal = syscall.SIGKILL
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
@@ -100,6 +120,116 @@ func runHelper(cfgJSON string) int {
 	b, _ := json.Marshal(s.Stats())
 	fmt.Printf("%s%s\n", statsLine, b)
 	return 0
+}
+
+// runParent is the monitor-like parent of TestResponderDiesWithParent.
+func runParent(v string) int {
+	ns, cfg, _ := strings.Cut(v, " ")
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// As the monitor does: the signal follows the forking thread, which
+	// stays.
+	runtime.LockOSThread()
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, parentEnv+"=") }), helperEnv+"="+cfg)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != readyLine {
+		fmt.Fprintln(os.Stderr, "parent: the responder did not get ready")
+		return 1
+	}
+	fmt.Printf("RESPONDER %d\n", cmd.Process.Pid)
+	select {}
+}
+
+// TestResponderDiesWithParent: a responder started with Pdeathsig, as a
+// VM's monitor starts it, dies with its killed parent only if it sets the
+// signal again after its change of user, which clears it (the e2e test of
+// a killed monitor found responders left behind).
+func TestResponderDiesWithParent(t *testing.T) {
+	if os.Getenv("QVM_DHCPD_STRACE") != "" {
+		t.Skip("under strace the responder's parent is strace")
+	}
+	for _, die := range []bool{true, false} {
+		t.Run(fmt.Sprintf("DieWithParent=%v", die), func(t *testing.T) {
+			l := newLink(t, testClientMAC)
+			cfg, _ := json.Marshal(helperConfig{Interface: l.srvIf, ServerIP: "10.137.0.1",
+				Leases: []helperLease{qubesLease(testClientMAC)}, DieWithParent: die})
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			parent := exec.Command(exe, "-test.run=^$")
+			parent.Env = append(os.Environ(), parentEnv+"="+l.srvNS+" "+string(cfg))
+			// A file, not a pipe: the responder shares it, and outlives
+			// the parent when the test fails.
+			stderr, err := os.CreateTemp(t.TempDir(), "stderr")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stderr.Close()
+			parent.Stderr = stderr
+			logs := func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
+			out, err := parent.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := parent.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(out)
+			var pid int
+			if !sc.Scan() {
+				parent.Process.Kill()
+				parent.Wait()
+				t.Fatalf("no responder pid from the parent:\n%s", logs())
+			}
+			if _, err := fmt.Sscanf(sc.Text(), "RESPONDER %d", &pid); err != nil {
+				t.Fatalf("parent said %q: %v", sc.Text(), err)
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			parent.Process.Kill()
+			parent.Wait()
+			// Gone, or a zombie for init to reap.
+			gone := func() bool {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				if err != nil {
+					return true
+				}
+				_, rest, _ := strings.Cut(string(b), ") ")
+				return strings.HasPrefix(rest, "Z")
+			}
+			// Watched long enough to see it die either way: the kernel
+			// sends the signal as the parent exits.
+			watch := 30 * time.Second
+			if !die {
+				watch = 2 * time.Second
+			}
+			deadline := time.Now().Add(watch)
+			for !gone() && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if die && !gone() {
+				t.Errorf("the responder (pid %d) outlived its killed parent:\n%s", pid, logs())
+			}
+			if !die && gone() {
+				t.Errorf("without DieWithParent the responder (pid %d) died with its parent: the kernel kept the signal through the change of user, so this test shows nothing", pid)
+			}
+		})
+	}
 }
 
 // link is a veth pair between two network namespaces made for one test.
@@ -179,7 +309,9 @@ func startResponder(t *testing.T, l *link, cfg helperConfig) *responder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Interface = l.srvIf
+	if cfg.Interface == "" {
+		cfg.Interface = l.srvIf
+	}
 	if cfg.ServerIP == "" {
 		cfg.ServerIP = "10.137.0.1"
 	}
@@ -216,7 +348,7 @@ func startResponder(t *testing.T, l *link, cfg helperConfig) *responder {
 			t.Logf("responder stderr:\n%s", r.stderr.String())
 		}
 	})
-	if cfg.Forbidden {
+	if cfg.Forbidden || cfg.Attack.Kind != "" {
 		return r
 	}
 	select {
@@ -561,8 +693,8 @@ func TestSandboxKillsForbiddenSyscall(t *testing.T) {
 }
 
 // TestSandboxedProcessHasNoPrivileges looks at every thread of a serving
-// responder from outside: user nobody, no capabilities, no_new_privs and
-// a seccomp filter.
+// responder from outside: its own user and group (UserFor its interface),
+// no capabilities, no_new_privs and a seccomp filter.
 func TestSandboxedProcessHasNoPrivileges(t *testing.T) {
 	if os.Getenv("QVM_DHCPD_STRACE") != "" {
 		t.Skip("under strace the process looked at is strace")
@@ -573,22 +705,15 @@ func TestSandboxedProcessHasNoPrivileges(t *testing.T) {
 	if err != nil || len(tasks) == 0 {
 		t.Fatalf("no threads found for pid %d: %v", r.cmd.Process.Pid, err)
 	}
+	id := fmt.Sprint(UserFor(ifindex(t, l.srvNS, l.srvIf)))
+	ids := strings.Join([]string{id, id, id, id}, "\t")
 	want := map[string]string{
-		"Uid": "65534\t65534\t65534\t65534", "Gid": "65534\t65534\t65534\t65534", "Groups": "",
+		"Uid": ids, "Gid": ids, "Groups": "",
 		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
 		"CapAmb": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2",
 	}
 	for _, task := range tasks {
-		b, err := os.ReadFile(task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{}
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok {
-				got[k] = strings.TrimSpace(v)
-			}
-		}
+		got := procStatus(t, task)
 		for k, v := range want {
 			if got[k] != v {
 				t.Errorf("%s: %s = %q, want %q", task, k, got[k], v)
@@ -602,7 +727,11 @@ func TestSandboxedProcessHasNoPrivileges(t *testing.T) {
 // sendFrames sends raw IPv4 packets out of ifname in namespace ns, from a
 // thread of this process moved into the namespace (and never returned to
 // the Go scheduler's pool).
-func sendFrames(t *testing.T, ns, ifname string, pkts [][]byte) {
+func sendFrames(t *testing.T, ns, ifname string, pkts [][]byte) { floodFrames(t, ns, ifname, pkts, 1) }
+
+// floodFrames sends pkts rounds times over, as fast as the kernel takes
+// them (see sendFrames).
+func floodFrames(t *testing.T, ns, ifname string, pkts [][]byte, rounds int) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
@@ -630,10 +759,12 @@ func sendFrames(t *testing.T, ns, ifname string, pkts [][]byte) {
 		defer unix.Close(fd)
 		to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index, Halen: 6}
 		copy(to.Addr[:], broadcastMAC)
-		for _, p := range pkts {
-			if err := unix.Sendto(fd, p, 0, to); err != nil {
-				errc <- fmt.Errorf("send %d bytes: %w", len(p), err)
-				return
+		for range rounds {
+			for _, p := range pkts {
+				if err := unix.Sendto(fd, p, 0, to); err != nil && err != unix.ENOBUFS {
+					errc <- fmt.Errorf("send %d bytes: %w", len(p), err)
+					return
+				}
 			}
 		}
 		errc <- nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +15,8 @@ import (
 
 // logEvery is how often a lease's routine events (lease given, renewed,
 // declined) reach Info or Warn level; in between they are logged at Debug,
-// so a guest that floods requests cannot flood the log.
+// within the packet log's budget (see logBurst), so a guest that floods
+// requests cannot flood the log.
 const logEvery = time.Minute
 
 // Server answers DHCP on one interface for a fixed set of leases.
@@ -27,12 +29,20 @@ type Server struct {
 	ready    chan struct{}
 	started  atomic.Bool
 
+	// ParentDeathSignal, when not 0, is kept as the process's
+	// parent-death signal through the sandbox's change of user (see
+	// SandboxConfig.ParentDeathSignal). Set it before Serve.
+	ParentDeathSignal syscall.Signal
+
 	// lastLogged is when each lease last logged above Debug; only the
 	// serve loop touches it.
 	lastLogged map[macKey]time.Time
+	// plog bounds the per-packet log lines (see logBurst).
+	plog *packetLog
 
-	// afterSandbox, when set (by tests), runs once the sandbox is on.
-	afterSandbox func()
+	// afterSandbox, when set (by tests), runs once the sandbox is on,
+	// with the packet socket: it plays a compromised serve loop.
+	afterSandbox func(*packetConn)
 }
 
 // counters are the Stats, updated by the serve loop and read by anyone.
@@ -83,6 +93,7 @@ func New(ifname string, serverIP net.IP, leases []Lease, log *slog.Logger) (*Ser
 		ready:      make(chan struct{}),
 		lastLogged: make(map[macKey]time.Time, len(leases)),
 	}
+	s.plog = newPacketLog(s.log, logBurst)
 	for _, l := range leases {
 		e, err := newEntry(l)
 		if err != nil {
@@ -129,14 +140,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	if err := Sandbox(s.log); err != nil {
+	if err := Sandbox(s.log, SandboxConfig{Ifindex: conn.ifindex, SendFD: conn.fd, ParentDeathSignal: s.ParentDeathSignal}); err != nil {
 		return fmt.Errorf("dhcpd on %s: %w", s.ifname, err)
 	}
 	if s.afterSandbox != nil {
-		s.afterSandbox()
+		s.afterSandbox(conn)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	tickCtx, stopTicks := context.WithCancel(ctx)
+	go s.plog.run(tickCtx, logInterval)
+	defer func() {
+		stopTicks()
+		s.plog.Flush()
+	}()
 	s.log.Info("dhcpd serving", "server_ip", s.serverIP, "leases", len(s.leases))
 	close(s.ready)
 
@@ -149,7 +166,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			if errors.Is(err, unix.ENETDOWN) {
 				// The interface went down; keep the socket, it comes back.
-				s.log.Debug("interface down")
+				if s.plog.Allow(slog.LevelInfo, eventInterfaceDown) {
+					s.log.Info("interface down")
+				}
 				continue
 			}
 			return fmt.Errorf("dhcpd on %s: read: %w", s.ifname, err)
@@ -157,7 +176,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.stats.received.Add(1)
 		if n > len(buf) {
 			s.stats.malformed.Add(1)
-			s.log.Debug("dropped oversized packet", "bytes", n, "from", from.String())
+			if s.plog.Allow(slog.LevelInfo, eventMalformed) {
+				s.log.Info("dropped oversized packet", "bytes", n, "from", from.String())
+			}
 			continue
 		}
 		resp, err := s.respond(buf[:n], from)
@@ -167,7 +188,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		if err := conn.Write(resp.Packet, resp.To); err != nil {
 			s.stats.sendErrors.Add(1)
-			s.log.Debug("send failed", "client", resp.Client.String(), "to", resp.To.String(), "err", err)
+			if s.plog.Allow(slog.LevelInfo, eventSendFailed) {
+				s.log.Info("send failed", "client", resp.Client.String(), "to", resp.To.String(), "err", err)
+			}
 		}
 	}
 }
@@ -179,7 +202,10 @@ func (s *Server) respond(pkt []byte, from net.HardwareAddr) (r Response, err err
 	defer func() {
 		if p := recover(); p != nil {
 			r, err = Response{}, fmt.Errorf("%w: handler panic: %v", ErrMalformed, p)
-			s.log.Error("BUG: packet handler panicked; packet dropped", "panic", fmt.Sprint(p), "packet", fmt.Sprintf("%x", pkt))
+			if s.plog.Allow(slog.LevelError, eventPanic) {
+				s.log.Error("BUG: packet handler panicked; packet dropped", "panic", clip(fmt.Sprint(p), maxReasonLen),
+					"packet", fmt.Sprintf("%x", pkt[:min(len(pkt), maxPanicBytes)]), "bytes", len(pkt))
+			}
 		}
 	}()
 	return s.Respond(pkt, from)
@@ -189,16 +215,19 @@ func (s *Server) respond(pkt []byte, from net.HardwareAddr) (r Response, err err
 func (s *Server) account(r Response, err error, from net.HardwareAddr) {
 	c := &s.stats
 	if err != nil {
+		kind := eventMalformed
 		switch {
 		case errors.Is(err, ErrUnknownMAC):
 			c.unknownMAC.Add(1)
+			kind = eventUnknownMAC
 		case errors.Is(err, ErrNotForUs):
 			c.notForUs.Add(1)
+			kind = eventNotForUs
 		default:
 			c.malformed.Add(1)
 		}
-		if s.log.Enabled(context.Background(), slog.LevelDebug) {
-			s.log.Debug("no reply", "from", from.String(), "reason", err.Error())
+		if s.plog.Allow(slog.LevelInfo, kind) {
+			s.log.Info("no reply", "from", from.String(), "reason", clip(err.Error(), maxReasonLen))
 		}
 		return
 	}
@@ -232,7 +261,12 @@ func (s *Server) account(r Response, err error, from net.HardwareAddr) {
 			}
 		}
 	}
-	if !s.log.Enabled(context.Background(), level) {
+	if level == slog.LevelDebug {
+		// Routine: within the packet log's budget.
+		if !s.plog.Allow(level, eventAnswered) {
+			return
+		}
+	} else if !s.log.Enabled(context.Background(), level) {
 		return
 	}
 	attrs := []any{"client", r.Client.String(), "outcome", r.Outcome.String()}

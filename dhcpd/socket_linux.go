@@ -13,40 +13,60 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// packetConn is the server's packet socket on one interface (AF_PACKET,
-// SOCK_DGRAM: the kernel adds and strips the Ethernet header) plus the
+// packetConn is the server's packet socket on one interface plus the
 // guard socket on UDP port 67.
+//
+// The packet socket is AF_PACKET, SOCK_RAW: the server reads and writes
+// whole Ethernet frames and sends without a destination address, so the
+// kernel sends on the interface the socket is bound to. (A SOCK_DGRAM
+// packet socket needs an address on every send, and the kernel sends on
+// whatever interface that address's sll_ifindex names, bound or not: a
+// compromised server could put frames on any interface of its network
+// namespace. The sandbox allows sendto on this socket only without an
+// address.)
 type packetConn struct {
 	f       *os.File
 	rc      syscall.RawConn
+	fd      int // the packet socket, for the sandbox's rules
 	ifindex int
-	guard   int // UDP socket holding port 67, or -1
+	mac     net.HardwareAddr // the interface's, the source of replies
+	guard   int              // UDP socket holding port 67, or -1
 	once    sync.Once
+	rbuf    []byte // frame being read; only Read uses it
+	wbuf    []byte // frame being written; only Write uses it
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// requestFilter passes only what can be a DHCP request: IPv4 to this host
-// (unicast or broadcast, not our own outgoing frames), unfragmented UDP to
-// port 67. The kernel drops the rest before it reaches the process.
+// ethHeaderLen is the Ethernet header SOCK_RAW reads and writes:
+// destination, source, EtherType.
+const ethHeaderLen = 14
+
+// requestFilter passes only what can be a DHCP request: IPv4 frames to
+// this host (unicast or broadcast, not our own outgoing frames),
+// unfragmented UDP to port 67. The kernel drops the rest before it reaches
+// the process. Offsets are from the start of the Ethernet header.
 func requestFilter() ([]bpf.RawInstruction, error) {
-	const drop = 14
+	const drop = 16
+	const ip = ethHeaderLen
 	prog := []bpf.Instruction{
 		/* 0 */ bpf.LoadExtension{Num: bpf.ExtType},
 		/* 1 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_HOST, SkipTrue: 1},
 		/* 2 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.PACKET_BROADCAST, SkipTrue: drop - 3},
-		/* 3 */ bpf.LoadAbsolute{Off: 0, Size: 1},
-		/* 4 */ bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0},
-		/* 5 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x40, SkipTrue: drop - 6},
-		/* 6 */ bpf.LoadAbsolute{Off: 9, Size: 1},
-		/* 7 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoUDP, SkipTrue: drop - 8},
-		/* 8 */ bpf.LoadAbsolute{Off: 6, Size: 2},
-		/* 9 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: drop - 10},
-		/* 10 */ bpf.LoadMemShift{Off: 0},
-		/* 11 */ bpf.LoadIndirect{Off: 2, Size: 2},
-		/* 12 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: serverPort, SkipTrue: drop - 13},
-		/* 13 */ bpf.RetConstant{Val: 0xffffffff},
-		/* 14 */ bpf.RetConstant{Val: 0},
+		/* 3 */ bpf.LoadAbsolute{Off: 12, Size: 2},
+		/* 4 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: drop - 5},
+		/* 5 */ bpf.LoadAbsolute{Off: ip, Size: 1},
+		/* 6 */ bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0},
+		/* 7 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x40, SkipTrue: drop - 8},
+		/* 8 */ bpf.LoadAbsolute{Off: ip + 9, Size: 1},
+		/* 9 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoUDP, SkipTrue: drop - 10},
+		/* 10 */ bpf.LoadAbsolute{Off: ip + 6, Size: 2},
+		/* 11 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: drop - 12},
+		/* 12 */ bpf.LoadMemShift{Off: ip},
+		/* 13 */ bpf.LoadIndirect{Off: ip + 2, Size: 2},
+		/* 14 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: serverPort, SkipTrue: drop - 15},
+		/* 15 */ bpf.RetConstant{Val: 0xffffffff},
+		/* 16 */ bpf.RetConstant{Val: 0},
 	}
 	return bpf.Assemble(prog)
 }
@@ -77,7 +97,10 @@ func listen(ifname string, log *slog.Logger) (*packetConn, error) {
 	}
 	// Protocol 0 receives nothing until bind, so no frame gets in before
 	// the filter is attached.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("dhcpd: interface %s has link-layer address %q: DHCP is served on Ethernet interfaces only", ifname, ifi.HardwareAddr)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dhcpd on %s: packet socket (needs CAP_NET_RAW): %w", ifname, err)
 	}
@@ -95,7 +118,8 @@ func listen(ifname string, log *slog.Logger) (*packetConn, error) {
 		f.Close()
 		return nil, fmt.Errorf("dhcpd on %s: %w", ifname, err)
 	}
-	c := &packetConn{f: f, rc: rc, ifindex: ifi.Index, guard: -1}
+	c := &packetConn{f: f, rc: rc, fd: fd, ifindex: ifi.Index, mac: ifi.HardwareAddr, guard: -1,
+		rbuf: make([]byte, ethHeaderLen+maxPacket), wbuf: make([]byte, 0, ethHeaderLen+maxPacket)}
 	if g, err := openGuard(ifname); err != nil {
 		log.Debug("no UDP port 67 guard: the kernel may answer unicast renewals with port unreachable", "err", err)
 	} else {
@@ -133,14 +157,17 @@ func openGuard(ifname string) (int, error) {
 	return fd, nil
 }
 
-// Read waits for one packet. n is its full length, which is more than
-// len(buf) when it did not fit (the excess is discarded).
+// Read waits for one IPv4 packet and copies it, without its Ethernet
+// header, into buf. n is its full length, which is more than len(buf)
+// when it did not fit (the excess is discarded); a frame too short for
+// an Ethernet header reads as an empty packet.
 func (c *packetConn) Read(buf []byte) (n int, from net.HardwareAddr, err error) {
+	frame := c.rbuf[:min(len(c.rbuf), ethHeaderLen+len(buf))]
 	var rerr error
 	err = c.rc.Read(func(fd uintptr) bool {
 		var sa unix.RawSockaddrLinklayer
 		salen := uint32(unsafe.Sizeof(sa))
-		n, rerr = recvfrom(int(fd), buf, unix.MSG_TRUNC, &sa, &salen)
+		n, rerr = recvfrom(int(fd), frame, unix.MSG_TRUNC, &sa, &salen)
 		if rerr == unix.EAGAIN {
 			return false
 		}
@@ -152,7 +179,14 @@ func (c *packetConn) Read(buf []byte) (n int, from net.HardwareAddr, err error) 
 	if err == nil {
 		err = rerr
 	}
-	return n, from, err
+	if err != nil {
+		return 0, from, err
+	}
+	if n < ethHeaderLen {
+		return 0, from, nil
+	}
+	copy(buf, frame[ethHeaderLen:min(n, len(frame))])
+	return n - ethHeaderLen, from, nil
 }
 
 // recvfrom is recvfrom(2) into a link-layer address, without the
@@ -166,13 +200,18 @@ func recvfrom(fd int, p []byte, flags int, from *unix.RawSockaddrLinklayer, from
 	return int(r), nil
 }
 
-// Write sends one IPv4 packet to the link-layer address to.
+// Write sends one IPv4 packet to the link-layer address to, on the
+// socket's own interface: it sends a whole frame with no address.
 func (c *packetConn) Write(pkt []byte, to net.HardwareAddr) error {
-	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: c.ifindex, Halen: uint8(len(to))}
-	copy(sa.Addr[:], to)
+	if len(to) != 6 {
+		return fmt.Errorf("link-layer destination %q is not an Ethernet address", to)
+	}
+	frame := append(append(append(c.wbuf[:0], to...), c.mac...), byte(unix.ETH_P_IP>>8), byte(unix.ETH_P_IP&0xff))
+	frame = append(frame, pkt...)
+	c.wbuf = frame[:0]
 	var werr error
 	err := c.rc.Write(func(fd uintptr) bool {
-		werr = unix.Sendto(int(fd), pkt, 0, sa)
+		werr = unix.Sendto(int(fd), frame, 0, nil)
 		return werr != unix.EAGAIN
 	})
 	if err != nil {

@@ -58,9 +58,16 @@ type Inputs struct {
 // instead of a stubdomain: less isolated, for debugging only.
 const FeatureDom0QEMU = "qvm-dom0-qemu"
 
-// CDROMVdev is where an HVM's CD-ROM appears: the fourth IDE slot, after
-// root, private and volatile.
-const CDROMVdev = "xvdd"
+// Where a VM's disks appear: root, private and volatile first, then the
+// kernel modules of a PV/PVH VM booting a dom0 kernel, or an HVM's
+// CD-ROM, in the fourth IDE slot.
+const (
+	RootVdev     = "xvda"
+	PrivateVdev  = "xvdb"
+	VolatileVdev = "xvdc"
+	ModulesVdev  = "xvdd"
+	CDROMVdev    = "xvdd"
+)
 
 // ErrNoKernel is returned for a PV or PVH VM that has no kernel to boot.
 var ErrNoKernel = errors.New("no kernel")
@@ -78,11 +85,11 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
 	}
-	mode := v.Str("virt_mode")
+	mode := v.VirtMode()
 	cfg := &xl.DomainConfig{
 		Name:       v.Name(),
 		UUID:       uuid,
-		Type:       xl.DomainType(mode),
+		Type:       DomainType(mode),
 		VCPUs:      v.Int("vcpus"),
 		MemoryMiB:  uint64(v.Int("memory")),
 		OnPoweroff: xl.ActionDestroy,
@@ -104,30 +111,30 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 		// lifecycle made one (package vmkernel): the same kernel, without
 		// the decompression Xen's builder would do at every start. (QEMU's
 		// direct kernel boot for an HVM wants the bzImage.)
-		if u := vmkernel.Fresh(cfg.Kernel); u != "" && mode != "hvm" {
+		if u := vmkernel.Fresh(cfg.Kernel); u != "" && mode != vm.HVM {
 			cfg.Kernel = u
 		}
 		if _, err := os.Stat(filepath.Join(dir, InitramfsFile)); err == nil {
 			cfg.Ramdisk = filepath.Join(dir, InitramfsFile)
 		}
 		cfg.Cmdline = strings.TrimSpace(KernelOptsCommon + " " + v.Str("kernelopts"))
-	} else if mode != "hvm" {
+	} else if mode != vm.HVM {
 		return nil, fmt.Errorf("VM %s: %w: virt_mode %s boots a kernel from dom0, and kernel is '' (boot from the VM's own disk), which only HVM can do: set a kernel (qvm-prefs %s kernel VERSION) or virt_mode hvm",
 			v.Name(), ErrNoKernel, mode, v.Name())
 	}
 
 	cfg.Disks = []xl.Disk{
-		{Target: in.Root, Vdev: "xvda", ReadWrite: true},
-		{Target: in.Private, Vdev: "xvdb", ReadWrite: true},
-		{Target: in.Volatile, Vdev: "xvdc", ReadWrite: true},
+		{Target: in.Root, Vdev: RootVdev, ReadWrite: true},
+		{Target: in.Private, Vdev: PrivateVdev, ReadWrite: true},
+		{Target: in.Volatile, Vdev: VolatileVdev, ReadWrite: true},
 	}
-	if kernel != "" && mode != "hvm" {
+	if kernel != "" && mode != vm.HVM {
 		if mods := filepath.Join(in.KernelsDir, kernel, ModulesFile); fileExists(mods) {
-			cfg.Disks = append(cfg.Disks, xl.Disk{Target: mods, Vdev: "xvdd"})
+			cfg.Disks = append(cfg.Disks, xl.Disk{Target: mods, Vdev: ModulesVdev})
 		}
 	}
 	if in.CDROM != "" {
-		if mode != "hvm" {
+		if mode != vm.HVM {
 			return nil, fmt.Errorf("VM %s: a CD-ROM needs virt_mode hvm (it is %s): qvm-prefs %s virt_mode hvm", v.Name(), mode, v.Name())
 		}
 		cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.CDROM, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk})
@@ -148,11 +155,11 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 		}
 		cfg.PCIDevices = append(cfg.PCIDevices, xl.PCIDevice{Addr: addr, Permissive: p.Permissive, NoStrictReset: p.NoStrictReset, Seize: true})
 	}
-	if len(cfg.PCIDevices) > 0 && mode == "pv" {
+	if len(cfg.PCIDevices) > 0 && mode == vm.PV {
 		cfg.E820Host = true
 	}
 
-	if mode == "hvm" {
+	if mode == vm.HVM {
 		hvmConfig(v, cfg, in)
 		if cfg.Kernel != "" && cfg.DeviceModel.Stubdomain {
 			return nil, fmt.Errorf("VM %s: %w: it is an HVM that boots dom0's kernel %s, and its QEMU runs in a stubdomain, which cannot read dom0's files: "+
@@ -165,6 +172,19 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 		return nil, fmt.Errorf("VM %s: %w", v.Name(), err)
 	}
 	return cfg, nil
+}
+
+// DomainType is libxl's domain type for a virtualisation mode.
+func DomainType(m vm.VirtMode) xl.DomainType {
+	switch m {
+	case vm.HVM:
+		return xl.HVM
+	case vm.PV:
+		return xl.PV
+	case vm.PVH:
+		return xl.PVH
+	}
+	return xl.DomainType(m)
 }
 
 func nicFor(v, netvm *vm.View) (xl.NIC, error) {

@@ -1,15 +1,16 @@
 package domconfig
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qvm-project/qvm/vm"
 	"github.com/qvm-project/qvm/vmkernel"
+	"github.com/qvm-project/qvm/vmkernel/vmkerneltest"
 	"github.com/qvm-project/qvm/xl"
 )
 
@@ -230,10 +231,13 @@ func props(kv ...string) []vm.Prop {
 func TestUnpackedKernel(t *testing.T) {
 	s, in := setup(t)
 	kernel := filepath.Join(in.KernelsDir, "6.1.0", KernelFile)
-	unpacked := filepath.Join(in.KernelsDir, "6.1.0", vmkernel.UnpackedName)
-	os.WriteFile(unpacked, []byte("\x7fELF"), 0o644)
-	fi, _ := os.Stat(kernel)
-	os.Chtimes(unpacked, fi.ModTime(), fi.ModTime())
+	if err := os.WriteFile(kernel, vmkerneltest.BzImage(vmkerneltest.Gzip(vmkerneltest.ELF("kernel ", 100))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unpacked, err := vmkernel.Ensure(context.Background(), kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if cfg := build(t, s, "work", in); cfg.Kernel != unpacked {
 		t.Errorf("pvh boots %s, want %s", cfg.Kernel, unpacked)
 	}
@@ -245,8 +249,12 @@ func TestUnpackedKernel(t *testing.T) {
 	if cfg := build(t, s, "my-new-vm", in); cfg.Kernel != kernel {
 		t.Errorf("hvm boots %s, want the bzImage %s", cfg.Kernel, kernel)
 	}
-	later := fi.ModTime().Add(time.Hour)
-	os.Chtimes(kernel, later, later)
+	// Another kernel in its place, with the same modification time.
+	fi, _ := os.Stat(kernel)
+	if err := os.WriteFile(kernel, vmkerneltest.BzImage(vmkerneltest.Gzip(vmkerneltest.ELF("newer kernel ", 100))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(kernel, fi.ModTime(), fi.ModTime())
 	if cfg := build(t, s, "work", in); cfg.Kernel != kernel {
 		t.Errorf("pvh boots the stale %s", cfg.Kernel)
 	}

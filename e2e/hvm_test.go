@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,39 +10,18 @@ import (
 	"time"
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
-	"github.com/qvm-project/qvm/internal/testenv"
 )
 
 // qemuPart is the dom0 archive with Xen's device model (make dom0-qemu-image).
 func qemuPart(t *testing.T, p xenvm.Parts) string {
 	t.Helper()
-	f := filepath.Join(filepath.Dir(p.Dom0Image), "dom0-qemu.cpio.gz")
-	if _, err := os.Stat(f); err != nil {
-		testenv.Missing(t, "device model archive not built (run `make dom0-qemu-image`): %v", err)
-	}
-	return f
+	return xenvm.RequireDom0QEMU(t, p)
 }
 
-// TestXenBedHVM proves HVM in the test bed with the device model in dom0:
+// hvmInside proves HVM in the test bed with the device model in dom0:
 // Xen's xl starts an HVM guest (hvmloader, SeaBIOS, then the Debian kernel
 // by direct boot with the guest image) whose marker reaches its emulated
 // serial port; when the guest powers off, the domain and its QEMU are gone.
-func TestXenBedHVM(t *testing.T) {
-	if xenvm.Inside() {
-		hvmInside(t)
-		return
-	}
-	p := bedParts(t)
-	xenvm.RunTest(context.Background(), t, xenvm.Config{
-		// Under TCG the HVM guest takes about 2 minutes to its first line
-		// on an idle 2-core host, and over 6 when the host is busy.
-		Timeout:      25 * time.Minute,
-		Parts:        p,
-		ExtraInitrds: []string{qemuPart(t, p)},
-		Files:        p.GuestFiles(),
-	})
-}
-
 func hvmInside(t *testing.T) {
 	dir := t.TempDir()
 	copyTo(t, xenvm.GuestKernel, filepath.Join(dir, "vmlinuz"))

@@ -116,6 +116,7 @@ func TestDom0ImageContents(t *testing.T) {
 	img.requireLink(t, "init", "bbin/dom0init")
 	for _, f := range []string{
 		"bin/qvm",
+		"bin/qvm-hotplug",
 		"usr/lib/xen-4.17/bin/xl", "usr/lib/xen-4.17/bin/xenstored", "usr/lib/xen-4.17/bin/xenconsoled",
 		"usr/lib/xen-4.17/bin/xen-init-dom0", "usr/lib/xen-4.17/bin/vchan-socket-proxy",
 		"usr/bin/vchan-socket-proxy", "usr/bin/xenstore-read",
@@ -134,7 +135,8 @@ func TestDom0ImageContents(t *testing.T) {
 	if deps == "" {
 		t.Fatal("dom0 image has no lib/modules/*/modules.dep")
 	}
-	for _, m := range []string{"xen-evtchn", "xen-privcmd", "xen-gntdev", "xen-gntalloc", "xenfs", "xen-blkback", "xen-netback", "loop", "9pnet_virtio", "9p", "virtio_pci"} {
+	for _, m := range []string{"xen-evtchn", "xen-privcmd", "xen-gntdev", "xen-gntalloc", "xenfs", "xen-blkback", "xen-netback", "loop", "9pnet_virtio", "9p", "virtio_pci",
+		"crc32c_generic", "nf_tables", "nft_ct", "nf_conntrack"} {
 		if !strings.Contains(deps, "/"+m+".ko:") {
 			t.Errorf("modules.dep lacks %s", m)
 		}

@@ -21,40 +21,6 @@ import (
 	"github.com/qvm-project/qvm/xenstore"
 )
 
-// TestQvmWorkflows boots the test bed once and runs the seed workflows with
-// the real qvm commands in dom0: VMs defined, started (two at once), their
-// guests reading the keys qvm published, qvm-ls showing the true state,
-// shutdown, kill, clone, remove, and a start that fails leaving nothing.
-func TestQvmWorkflows(t *testing.T) {
-	if xenvm.Inside() {
-		qvmInside(t)
-		return
-	}
-	p := bedParts(t)
-	xenvm.RunTest(context.Background(), t, xenvm.Config{Parts: p, Files: p.GuestFiles()})
-}
-
-// TestQvmNoHVM: on a CPU without hardware virtualisation, starting an HVM
-// fails with the clear VT-x/AMD-V message and changes nothing.
-func TestQvmNoHVM(t *testing.T) {
-	if xenvm.Inside() {
-		q := newQvm(t)
-		q.ok("qvm-create", "--hvm", "--label", "red", "win10")
-		before := q.ok("qvm-ls", "--format", "json")
-		out, err := q.run("qvm-start", "win10")
-		if err == nil || !strings.Contains(out, "enable hardware virtualisation (VT-x/AMD-V) in the firmware") {
-			t.Errorf("qvm-start of an HVM without HVM support: %v\n%s", err, out)
-		}
-		requireOnlyDom0(t)
-		if after := q.ok("qvm-ls", "--format", "json"); after != before {
-			t.Errorf("qvm-ls changed:\n%s\n%s", before, after)
-		}
-		return
-	}
-	p := bedParts(t)
-	xenvm.RunTest(context.Background(), t, xenvm.Config{Parts: p, NoHVM: true})
-}
-
 // qvm runs qvm commands in dom0.
 type qvm struct{ t *testing.T }
 
@@ -84,7 +50,7 @@ func (q *qvm) pref(vm, prop string) string {
 // installKernel makes the bed's Debian kernel, with the tiny guest image as
 // its initramfs, a VM kernel of qvm's.
 func installKernel(t *testing.T) {
-	dir := "/var/lib/qvm/vm-kernels/6.1-bed"
+	dir := filepath.Join(stateDir(), "vm-kernels", "6.1-bed")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -166,12 +132,16 @@ func requireClean(t *testing.T, vm, domid string) {
 	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, l := range loops {
 		b, _ := os.ReadFile(l)
-		if strings.Contains(string(b), "/var/lib/qvm/appvms/"+vm+"/") {
+		if strings.Contains(string(b), filepath.Join(stateDir(), "appvms", vm)+"/") {
 			t.Errorf("loop device still attached: %s -> %s", l, strings.TrimSpace(string(b)))
 		}
 	}
 }
 
+// qvmInside runs the seed workflows with the real qvm commands in dom0:
+// VMs defined, started (two at once), their guests reading the keys qvm
+// published, qvm-ls showing the true state, shutdown, kill, clone, remove,
+// and a start that fails leaving nothing.
 func qvmInside(t *testing.T) {
 	q := newQvm(t)
 	installKernel(t)
@@ -263,7 +233,7 @@ func qvmInside(t *testing.T) {
 		t.Errorf("work after qvm-shutdown --wait: %s", e.State)
 	}
 	requireClean(t, "work", workID)
-	if _, err := os.Stat("/var/lib/qvm/appvms/work/root-snap.img"); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(stateDir(), "appvms", "work", "root-snap.img")); !os.IsNotExist(err) {
 		t.Errorf("root snapshot after shutdown: %v", err)
 	}
 	q.ok("qvm-kill", "pvvm")
@@ -290,13 +260,13 @@ func qvmInside(t *testing.T) {
 		// Have the monitor print its goroutines into its log.
 		signalProcs(`\bmonitor\b.*\bpvvm-copy\b`, syscall.SIGQUIT)
 		time.Sleep(2 * time.Second)
-		b, _ := os.ReadFile("/var/lib/qvm/log/pvvm-copy.log")
+		b, _ := os.ReadFile(filepath.Join(stateDir(), "log", "pvvm-copy.log"))
 		c, _ := os.ReadFile(consoleLog("pvvm-copy"))
 		l, _ := exec.Command("xl", "list").CombinedOutput()
 		t.Errorf("pvvm-copy after the guest shut down: %v\nmonitor log:\n%s\nconsole:\n%s\nxl list:\n%s", err, b, xenvm.Tail(c, 20), l)
 	}
 	requireClean(t, "pvvm-copy", copyID)
-	q.ok("qvm-remove", "pvvm-copy")
+	q.ok("qvm-remove", "-f", "pvvm-copy")
 
 	// A start that fails leaves no domain, no keys, no backends, no loops.
 	q.ok("qvm-create", "--class", "StandaloneVM", "--property", "memory=100000", "--property", "maxmem=0", "--label", "red", "huge")

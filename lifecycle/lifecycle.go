@@ -7,6 +7,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,6 +24,8 @@ type Hypervisor interface {
 	// CreatePaused builds the domain and leaves it paused.
 	CreatePaused(ctx context.Context, cfg *xl.DomainConfig) (uint32, error)
 	Unpause(ctx context.Context, domid uint32) error
+	// Pause stops the domain's vCPUs (and its stubdomain's).
+	Pause(ctx context.Context, domid uint32) error
 	Destroy(ctx context.Context, domid uint32) error
 	List(ctx context.Context) ([]xl.DomainInfo, error)
 	PhysInfo(ctx context.Context) (xl.PhysInfo, error)
@@ -34,7 +37,10 @@ type Hypervisor interface {
 // Manager starts and stops the VMs of one store on one host.
 type Manager struct {
 	Store *store.Store
-	Hyp   Hypervisor
+	// Hyp is the hypervisor; nil for a manager that only computes
+	// configurations (dry runs): everything that needs it then fails
+	// with ErrNoHypervisor.
+	Hyp Hypervisor
 	// XS is dom0's xenstore connection.
 	XS  *xenstore.Client
 	Log *slog.Logger
@@ -42,6 +48,32 @@ type Manager struct {
 	Host vm.Host
 	// StubdomKernel and StubdomRamdisk are the HVM stubdomain's files.
 	StubdomKernel, StubdomRamdisk string
+	// QVM is the qvm binary that each started domain's monitor runs
+	// (see monitor.go); empty: Start leaves no monitor behind.
+	QVM string
+	// Failpoint, for tests only, makes Start stop at a named point (see
+	// FailBeforeUnpause).
+	Failpoint string
+}
+
+// FailBeforeUnpause is a Failpoint: Start waits, with the domain built and
+// paused and its keys published, until its context ends (a test kills the
+// process there).
+const FailBeforeUnpause = "before-unpause"
+
+// ErrNoHypervisor is returned by a Manager without a hypervisor for
+// anything that needs one.
+var ErrNoHypervisor = errors.New("no hypervisor: this machine is not the dom0 of a running Xen")
+
+// ErrNotRunning is returned (wrapped, with the VM's name) for a VM that
+// has no domain.
+var ErrNotRunning = errors.New("is not running")
+
+func (m *Manager) hypervisor() (Hypervisor, error) {
+	if m.Hyp == nil {
+		return nil, ErrNoHypervisor
+	}
+	return m.Hyp, nil
 }
 
 // StubdomSuffix names a VM's device-model stubdomain: NAME-dm.
@@ -50,7 +82,11 @@ const StubdomSuffix = "-dm"
 // Runtime asks the hypervisor for every domain and returns a lookup of
 // each VM's live state, for the VM model.
 func (m *Manager) Runtime(ctx context.Context) (func(string) (vm.Runtime, bool), error) {
-	return RuntimeOf(ctx, m.Hyp)
+	hyp, err := m.hypervisor()
+	if err != nil {
+		return nil, err
+	}
+	return RuntimeOf(ctx, hyp)
 }
 
 // RuntimeOf returns the live state of VMs as the hypervisor reports it.
@@ -72,7 +108,7 @@ func RuntimeOf(ctx context.Context, h interface {
 		if !ok {
 			return vm.Runtime{}, false
 		}
-		rt := vm.Runtime{State: stateName(d.State), XID: int(d.ID), StubdomXID: -1}
+		rt := vm.Runtime{State: PowerState(d.State), XID: int(d.ID), StubdomXID: -1, MemoryMiB: int(d.CurrentMemKiB / 1024)}
 		if s, ok := byName[name+StubdomSuffix]; ok {
 			rt.StubdomXID = int(s.ID)
 		}
@@ -80,17 +116,17 @@ func RuntimeOf(ctx context.Context, h interface {
 	}, nil
 }
 
-// stateName maps Xen's domain state to Qubes' power state.
-func stateName(s xl.DomainState) string {
+// PowerState maps Xen's domain state to Qubes' power state.
+func PowerState(s xl.DomainState) vm.PowerState {
 	switch s {
 	case xl.StatePaused:
-		return "Paused"
+		return vm.Paused
 	case xl.StateShutdown:
-		return "Halting"
+		return vm.Halting
 	case xl.StateDying:
-		return "Dying"
+		return vm.Dying
 	}
-	return "Running"
+	return vm.Running
 }
 
 // runFiles are the files a VM needs only while it runs, in its directory.
@@ -120,7 +156,7 @@ func (m *Manager) withRuntime(ctx context.Context, sys *vm.System) error {
 func domid(sys *vm.System, name string) (uint32, error) {
 	rt := sys.RuntimeOf(name)
 	if rt.XID < 0 {
-		return 0, fmt.Errorf("%s is not running", name)
+		return 0, fmt.Errorf("%s %w", name, ErrNotRunning)
 	}
 	return uint32(rt.XID), nil
 }

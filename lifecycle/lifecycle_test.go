@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ type fakeXen struct {
 	// keysAtUnpause records, per domain, the qubes keys present when it
 	// was unpaused.
 	keysAtUnpause map[string][]string
+	// gate, if set, holds CreatePaused of the named domains: each call
+	// says it arrived on the channel, then waits for it to be closed.
+	gate map[string]chan chan struct{}
 }
 
 type fakeDom struct {
@@ -54,6 +58,14 @@ func newFakeXen(xs *xenstore.Client) *fakeXen {
 func (f *fakeXen) CreatePaused(ctx context.Context, cfg *xl.DomainConfig) (uint32, error) {
 	if err := cfg.Validate(); err != nil {
 		return 0, err
+	}
+	f.mu.Lock()
+	g := f.gate[cfg.Name]
+	f.mu.Unlock()
+	if g != nil {
+		release := make(chan struct{})
+		g <- release
+		<-release
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -85,6 +97,17 @@ func (f *fakeXen) Unpause(ctx context.Context, id uint32) error {
 	keys, _ := f.xs.Directory(ctx, fmt.Sprintf("/local/domain/%d/qubes", id))
 	f.keysAtUnpause[d.name] = keys
 	d.paused = false
+	return nil
+}
+
+func (f *fakeXen) Pause(ctx context.Context, id uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.doms[id]
+	if !ok {
+		return xl.ErrNoDomain
+	}
+	d.paused = true
 	return nil
 }
 
@@ -231,7 +254,7 @@ func TestStartPublishesKeysBeforeUnpause(t *testing.T) {
 		t.Errorf("config %+v", cfg)
 	}
 	// The live state shows up, and a second start is refused.
-	if _, err := m.Start(ctx, "work", StartOptions{}); err == nil || !strings.Contains(err.Error(), "already running") {
+	if _, err := m.Start(ctx, "work", StartOptions{}); err == nil || !strings.Contains(err.Error(), "already running") || !errors.Is(err, ErrAlreadyRunning) {
 		t.Errorf("second start: %v", err)
 	}
 	// Kill: no domain, no keys, no snapshot.
@@ -376,5 +399,337 @@ func TestShutdownWithoutMonitor(t *testing.T) {
 	}
 	if doms, _ := f.List(ctx); len(doms) != 1 {
 		t.Errorf("domains left: %+v", doms)
+	}
+}
+
+// TestFailedUndoIsReported: when a start fails and its undo fails too,
+// both are in the error, nothing is silently dropped.
+func TestFailedUndoIsReported(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	f.failOn = "unpause"
+	// The destroy of the undo fails as well.
+	m.Hyp = &failingDestroy{fakeXen: f}
+	_, err := m.Start(ctx, "direct", StartOptions{})
+	if err == nil || !strings.Contains(err.Error(), "libxl_domain_unpause failed") || !strings.Contains(err.Error(), "destroy domain") ||
+		!strings.Contains(err.Error(), "libxl_domain_destroy failed") {
+		t.Errorf("err = %v, want the unpause failure and the failed destroy", err)
+	}
+}
+
+// failingDestroy is the stand-in hypervisor whose destroys fail.
+type failingDestroy struct{ *fakeXen }
+
+func (f *failingDestroy) Destroy(ctx context.Context, id uint32) error {
+	return errors.New("libxl_domain_destroy failed")
+}
+
+// TestNoHypervisor: a manager for dry runs computes configurations and
+// refuses, without panicking, whatever needs the hypervisor.
+func TestNoHypervisor(t *testing.T) {
+	m, _ := setup(t)
+	m.Hyp = nil
+	ctx := context.Background()
+	if _, err := m.Config("work", StartOptions{}); err != nil {
+		t.Errorf("Config without a hypervisor: %v", err)
+	}
+	if _, err := m.Start(ctx, "work", StartOptions{}); !errors.Is(err, ErrNoHypervisor) {
+		t.Errorf("Start: %v", err)
+	}
+	if err := m.Kill(ctx, "work"); !errors.Is(err, ErrNoHypervisor) {
+		t.Errorf("Kill: %v", err)
+	}
+	if _, err := m.Shutdown(ctx, "work", time.Second); !errors.Is(err, ErrNoHypervisor) {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if _, err := m.Wait(ctx, "work", 3); !errors.Is(err, ErrNoHypervisor) {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+// TestBackendDHCP: dom0 serves DHCP to the PV/PVH VMs it is the backend
+// of, with exactly the VM's addresses; not to HVMs (their stubdomain
+// does), nor to VMs behind another netvm or with no network.
+func TestBackendDHCP(t *testing.T) {
+	m, _ := setup(t)
+	sys, err := m.Store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.Host = m.Host
+	view := func(name string) *vm.View {
+		v, err := sys.View(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	cfg, ok, err := BackendDHCP(view("direct"), 7)
+	if err != nil || !ok {
+		t.Fatalf("direct: ok %v, %v", ok, err)
+	}
+	l := cfg.Lease
+	if cfg.Interface != "vif7.0" || l.MAC.String() != view("direct").Str("mac") || l.IP.String() != view("direct").Str("visible_ip") ||
+		l.Gateway.String() != vm.Dom0Gateway || len(l.DNS) != 2 || l.DNS[0].String() != vm.PrimaryDNS || l.Hostname != "direct" {
+		t.Errorf("direct's lease %+v on %s", l, cfg.Interface)
+	}
+	for _, name := range []string{"work", "win"} {
+		if _, ok, err := BackendDHCP(view(name), 8); ok || err != nil {
+			t.Errorf("%s: dom0 would serve it DHCP (ok %v, %v)", name, ok, err)
+		}
+	}
+}
+
+// TestKillWithDamagedStore: a VM that runs can be killed and shut down
+// when the store cannot be read.
+func TestKillWithDamagedStore(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	for _, name := range []string{"direct", "win"} {
+		if _, err := m.Start(ctx, name, StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(m.Store.Path(), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Kill(ctx, "direct"); err != nil {
+		t.Fatalf("kill with a damaged store: %v", err)
+	}
+	if forced, err := m.Shutdown(ctx, "win", time.Minute); err != nil || forced {
+		t.Fatalf("shutdown with a damaged store: forced %v, %v", forced, err)
+	}
+	if doms, _ := f.List(ctx); len(doms) != 1 {
+		t.Errorf("domains left: %+v", doms)
+	}
+	if err := m.Kill(ctx, "direct"); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("kill of a VM that is gone, with a damaged store: %v", err)
+	}
+}
+
+// TestHandoffMonitor plays qvm-start's side of the handoff: a start that
+// ends before "running" (killed before it knew the domain's id, or after)
+// has its domain destroyed by the monitor; one that hands over is watched
+// until the domain goes, and the monitor holds the run lock meanwhile.
+func TestHandoffMonitor(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name     string
+		send     func(w *os.File, id uint32)
+		running  bool
+		wantGone bool
+	}{
+		{"killed before the domain's id", func(w *os.File, id uint32) {}, false, true},
+		{"killed after the domain's id", func(w *os.File, id uint32) { fmt.Fprintf(w, "domid %d\n", id) }, false, true},
+		{"garbage", func(w *os.File, id uint32) { fmt.Fprintf(w, "domid %d\nrunning now\n", id) }, false, true},
+		{"handed over", func(w *os.File, id uint32) { fmt.Fprintf(w, "domid %d\nrunning\n", id) }, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, f := setup(t)
+			lock, err := m.lockRun("direct")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The domain qvm-start was building.
+			id, err := f.CreatePaused(ctx, &xl.DomainConfig{Name: "direct", UUID: xl.UUID{1}, Type: xl.PVH, MemoryMiB: 400, VCPUs: 1, Kernel: "/dev/null"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- m.RunHandoffMonitor(ctx, "direct", lock, r, nil) }()
+			c.send(w, id)
+			w.Close()
+			if c.running {
+				// The monitor holds the run lock: no second start.
+				if l, err := m.lockRun("direct"); !errors.Is(err, ErrStarting) {
+					if l != nil {
+						l.Close()
+					}
+					t.Errorf("run lock while the monitor watches: %v", err)
+				}
+				f.RequestShutdown(ctx, id)
+				f.Destroy(ctx, id) // the guest halted
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("monitor: %v", err)
+			}
+			if _, alive, _ := domainState(ctx, f, id); alive {
+				t.Errorf("domain %d left", id)
+			}
+			l, err := m.lockRun("direct")
+			if err != nil {
+				t.Errorf("run lock after the monitor: %v", err)
+			} else {
+				l.Close()
+			}
+		})
+	}
+}
+
+// TestParallelStarts: while one start is inside libxl, the store is not
+// locked: another VM starts, other VMs' definitions change, and listing
+// works; the VM being built counts as running (Transient) for every other
+// command, so its definitions cannot change under it and a second start of
+// it is refused; a netvm both need is started once, the other start
+// waiting for it.
+func TestParallelStarts(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	f.gate = map[string]chan chan struct{}{"direct": make(chan chan struct{}), "sys-net": make(chan chan struct{})}
+
+	type result struct {
+		started []Started
+		err     error
+	}
+	startAsync := func(name string) chan result {
+		c := make(chan result, 1)
+		go func() {
+			s, err := m.Start(ctx, name, StartOptions{})
+			c <- result{s, err}
+		}()
+		return c
+	}
+	direct := startAsync("direct")
+	releaseDirect := <-f.gate["direct"] // direct is inside libxl
+
+	// The store is free: another VM's definition changes.
+	err := m.Store.Update(ctx, m.Host, func(tx *store.Tx) error {
+		tx.Sys.Runtime = WithStarts(m.Store, nil)
+		return tx.Sys.SetProp("win", "memory", "512")
+	})
+	if err != nil {
+		t.Errorf("change of another VM during a start: %v", err)
+	}
+	// The VM being built is Transient: it cannot be changed or started.
+	err = m.Store.Update(ctx, m.Host, func(tx *store.Tx) error {
+		tx.Sys.Runtime = WithStarts(m.Store, nil)
+		if st := tx.Sys.RuntimeOf("direct").State; st != vm.Transient {
+			t.Errorf("direct while it is built: %s, want Transient", st)
+		}
+		return tx.Sys.SetProp("direct", "netvm", "none")
+	})
+	if err == nil || !strings.Contains(err.Error(), "while it runs") {
+		t.Errorf("change of the VM being started: %v", err)
+	}
+	if _, err := m.Start(ctx, "direct", StartOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "being started") {
+		t.Errorf("second start of a VM being started: %v", err)
+	}
+
+	// Two VMs behind the same halted netvm: it starts once.
+	work := startAsync("work")
+	releaseNet := <-f.gate["sys-net"]
+	// A second client of sys-net, started now, waits for it.
+	err = m.Store.Update(ctx, m.Host, func(tx *store.Tx) error {
+		_, err := tx.Sys.Create(vm.CreateSpec{Name: "work2", Class: vm.AppVM, Label: "blue", Template: "debian-12",
+			Props: []vm.Prop{{Name: "netvm", Value: "sys-net"}}, UUID: "00000000-0000-4000-8000-0000000000f2"})
+		if err != nil {
+			return err
+		}
+		dir, err := tx.NewVMDir("work2", vm.AppVM)
+		if err != nil {
+			return err
+		}
+		return volume.Provision(ctx, dir, string(vm.AppVM), nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work2 := startAsync("work2")
+	close(releaseNet)
+	close(releaseDirect)
+	for name, c := range map[string]chan result{"direct": direct, "work": work, "work2": work2} {
+		r := <-c
+		if r.err != nil {
+			t.Errorf("start %s: %v", name, r.err)
+		}
+		if got := len(r.started); name == "work" && got != 2 || name != "work" && got != 1 {
+			t.Errorf("start %s started %+v", name, r.started)
+		}
+	}
+	nets := 0
+	for _, c := range f.created {
+		if c.Name == "sys-net" {
+			nets++
+		}
+	}
+	if nets != 1 {
+		t.Errorf("sys-net built %d times", nets)
+	}
+}
+
+// TestTemplateHeldWhileCopied: a template cannot start while an AppVM's
+// start copies its root (the copy holds the template's run lock shared).
+func TestTemplateHeldWhileCopied(t *testing.T) {
+	m, _ := setup(t)
+	hold, err := m.shareRun("debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Start(context.Background(), "debian-12", StartOptions{})
+	hold.Close()
+	if !errors.Is(err, ErrStarting) {
+		t.Errorf("start of a template whose root is being copied: %v", err)
+	}
+	if _, err := m.Start(context.Background(), "debian-12", StartOptions{}); err != nil {
+		t.Errorf("start once the copy is done: %v", err)
+	}
+}
+
+// TestStopWaitsForMonitor: qvm-kill and qvm-shutdown return only once the
+// VM's monitor (here, a holder of its run lock that lets go a while after
+// the domain is gone) has finished, so that the VM is Halted, not
+// Transient, when they do.
+func TestStopWaitsForMonitor(t *testing.T) {
+	ctx := context.Background()
+	for _, stop := range []string{"kill", "shutdown"} {
+		t.Run(stop, func(t *testing.T) {
+			m, f := setup(t)
+			if _, err := m.Start(ctx, "direct", StartOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			monitor, err := m.lockRun("direct")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var released atomic.Bool
+			go func() {
+				// The monitor destroys the domain once it has halted,
+				// then cleans up.
+				for {
+					doms, _ := f.List(ctx)
+					if len(doms) == 1 {
+						break
+					}
+					for _, d := range doms {
+						if d.ID != 0 && d.State == xl.StateShutdown {
+							f.Destroy(ctx, d.ID)
+						}
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				time.Sleep(300 * time.Millisecond) // the monitor cleaning up
+				released.Store(true)
+				monitor.Close()
+			}()
+			if stop == "kill" {
+				err = m.Kill(ctx, "direct")
+			} else {
+				_, err = m.Shutdown(ctx, "direct", time.Minute)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !released.Load() {
+				t.Errorf("%s returned while the monitor still held the run lock", stop)
+			}
+			rt, _ := WithStarts(m.Store, nil)("direct")
+			if rt.State == vm.Transient {
+				t.Errorf("after %s the VM is %s", stop, rt.State)
+			}
+		})
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/loopdev"
@@ -24,6 +27,27 @@ type StartOptions struct {
 	CDROM string
 }
 
+// ErrAlreadyRunning matches the error Start returns for a VM that has a
+// domain already (an *AlreadyRunningError).
+var ErrAlreadyRunning = errors.New("VM is already running")
+
+// AlreadyRunningError says which domain a VM to start already has.
+type AlreadyRunningError struct {
+	Name  string
+	State vm.PowerState
+	Domid int
+}
+
+func (e *AlreadyRunningError) Error() string {
+	if e.Domid < 0 {
+		return fmt.Sprintf("%s is already being started by another qvm command", e.Name)
+	}
+	return fmt.Sprintf("%s is already %s (domain %d)", e.Name, e.State.Lower(), e.Domid)
+}
+
+// Is makes the error match ErrAlreadyRunning.
+func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlreadyRunning }
+
 // Started is one domain a start created: the VM asked for, and any netvm
 // it needed that was halted (started first, as Qubes does).
 type Started struct {
@@ -34,129 +58,312 @@ type Started struct {
 // maxNetVMChain bounds the netvms started for one VM.
 const maxNetVMChain = 8
 
-// Start starts a halted VM, after its netvm if that is halted too. It
-// returns the domains it created, netvms first. On error nothing it
-// created is left: no domain, no keys, no run files.
+// Start starts a halted VM, after its netvm if that is halted too, and
+// leaves a monitor behind for each domain it created (when m.QVM is set;
+// see monitor.go).
+// It returns the domains it created, netvms first. On error nothing it
+// created is left: no domain, no keys, no run files, no monitor.
+//
+// The store's writer lock is held only while the start is planned (the
+// definitions read, every check made, the run lock of each VM to start
+// taken); the domains are built without it, so starts of different VMs
+// run in parallel and changes of other VMs go on. The run locks keep what
+// a start uses from changing meanwhile: a VM being started counts as
+// running (Transient) for every other command (see WithStarts).
 func (m *Manager) Start(ctx context.Context, name string, opt StartOptions) ([]Started, error) {
-	var started []Started
-	err := m.Store.Locked(ctx, m.Host, func(sys *vm.System) error {
+	hyp, err := m.hypervisor()
+	if err != nil {
+		return nil, err
+	}
+	var plan []*planned
+	err = m.Store.Locked(ctx, m.Host, func(sys *vm.System) error {
 		if err := m.withRuntime(ctx, sys); err != nil {
 			return err
 		}
-		live := map[string]uint32{}
-		base := sys.Runtime
-		sys.Runtime = func(n string) (vm.Runtime, bool) {
-			if id, ok := live[n]; ok {
-				return vm.Runtime{State: "Running", XID: int(id), StubdomXID: -1}, true
-			}
-			return base(n)
-		}
-		err := m.start(ctx, sys, name, opt, 0, func(s Started) {
-			started = append(started, s)
-			live[s.Name] = s.Domid
-		})
-		if err != nil {
-			// Undo the netvms this call started for the VM.
-			for i := len(started) - 1; i >= 0; i-- {
-				m.kill(ctx, sys, started[i].Name, started[i].Domid)
-			}
-			started = nil
-		}
+		sys.Runtime = WithStarts(m.Store, sys.Runtime)
+		plan, err = m.plan(ctx, hyp, sys, name, opt)
 		return err
 	})
-	return started, err
+	if err != nil {
+		return nil, err
+	}
+	var started []Started
+	for i, p := range plan {
+		if p.lock == nil {
+			err = m.waitStarted(ctx, hyp, p.name)
+		} else {
+			var domid uint32
+			if domid, err = m.start(ctx, hyp, p); err == nil {
+				started = append(started, Started{Name: p.name, Domid: domid})
+			}
+		}
+		if err != nil {
+			for _, rest := range plan[i+1:] {
+				rest.release()
+			}
+			if p.v.Name() != name {
+				err = fmt.Errorf("start %s's netvm %s: %w", name, p.name, err)
+			}
+			break
+		}
+	}
+	if err != nil {
+		// Undo what this call started: the netvms it started for the VM.
+		for i := len(started) - 1; i >= 0; i-- {
+			if kerr := m.kill(ctx, hyp, nil, started[i].Name, started[i].Domid); kerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo the start of %s: %w", started[i].Name, kerr))
+			}
+		}
+		return nil, err
+	}
+	return started, nil
 }
 
-func (m *Manager) start(ctx context.Context, sys *vm.System, name string, opt StartOptions, depth int, done func(Started)) error {
-	v, err := sys.View(name)
+// planned is one VM a start will start (lock set: this command holds its
+// run lock) or wait for (lock nil: another command is starting it).
+type planned struct {
+	name string
+	v    *vm.View
+	opt  StartOptions
+	lock *os.File
+}
+
+// release gives the run lock back when the VM will not be started.
+func (p *planned) release() {
+	if p.lock != nil {
+		unix.Flock(int(p.lock.Fd()), unix.LOCK_UN)
+		p.lock.Close()
+		p.lock = nil
+	}
+}
+
+// plan checks everything a start of name needs, under the store lock:
+// the VM and each halted netvm up its chain, in the order to start them
+// (netvms first), each with its run lock taken, or marked to be waited for
+// when another command is starting it. On error no run lock stays taken.
+func (m *Manager) plan(ctx context.Context, hyp Hypervisor, sys *vm.System, name string, opt StartOptions) (plan []*planned, err error) {
+	defer func() {
+		if err != nil {
+			for _, p := range plan {
+				p.release()
+			}
+			plan = nil
+		}
+	}()
+	for depth, cur := 0, name; ; depth++ {
+		v, err := sys.View(cur)
+		if err != nil {
+			return plan, err
+		}
+		if v.Class() == vm.AdminVM {
+			return plan, fmt.Errorf("dom0 is always running")
+		}
+		o := StartOptions{}
+		if cur == name {
+			o = opt
+		}
+		p := &planned{name: cur, v: v, opt: o}
+		if rt := v.Runtime(); rt.State != vm.Halted {
+			switch {
+			case cur == name:
+				return plan, &AlreadyRunningError{Name: name, State: rt.State, Domid: rt.XID}
+			case rt.State == vm.Transient:
+				// A netvm another command is starting: wait for it.
+				plan = append([]*planned{p}, plan...)
+			}
+			break // a netvm that runs, or will
+		}
+		if err := startable(ctx, hyp, sys, v); err != nil {
+			return plan, err
+		}
+		if p.lock, err = m.lockRun(cur); err != nil {
+			return plan, err
+		}
+		plan = append([]*planned{p}, plan...)
+		n := v.NetVM()
+		if n == nil || n.Class() == vm.AdminVM {
+			break
+		}
+		if depth+1 >= maxNetVMChain {
+			return plan, fmt.Errorf("%s: netvm chain longer than %d", name, maxNetVMChain)
+		}
+		m.log().Info("starting netvm first", "vm", cur, "netvm", n.Name())
+		cur = n.Name()
+	}
+	return plan, nil
+}
+
+// waitStarted waits until another command's start of a netvm is done:
+// its domain runs (and its run lock is its monitor's). A start that
+// fails is an error here too.
+func (m *Manager) waitStarted(ctx context.Context, hyp Hypervisor, name string) error {
+	starting := Starting(m.Store)
+	for {
+		doms, err := hyp.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range doms {
+			if d.Name == name && PowerState(d.State) == vm.Running {
+				return nil
+			}
+		}
+		if !starting(name) {
+			// Its starter let go without a running domain.
+			for _, d := range doms {
+				if d.Name == name {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s did not start (another qvm-start was starting it)", name)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s to start: %w", name, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// undoList is the cleanups of a start so far, run in reverse order if the
+// start fails (like the store's OnAbort): each step that makes something
+// registers its undo right after, so no exit path can forget one.
+type undoList []func() error
+
+func (u *undoList) add(f func() error) { *u = append(*u, f) }
+
+// run undoes everything, last step first, and reports what could not be
+// undone.
+func (u undoList) run() error {
+	var errs []error
+	for i := len(u) - 1; i >= 0; i-- {
+		errs = append(errs, u[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// start starts one planned VM, whose run lock this command holds: files,
+// monitor, domain, keys, unpause. It returns the domain.
+func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid uint32, err error) {
+	v, name, opt := p.v, p.name, p.opt
+	m.unpackKernel(ctx, v)
+
+	var undo undoList
+	defer func() {
+		if err != nil {
+			if uerr := undo.run(); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+			err = fmt.Errorf("start %s: %w", name, err)
+		}
+	}()
+	// The monitor first: from here on, whatever happens to this process,
+	// the monitor takes down what it leaves (see monitor.go). It gets the
+	// run lock; without a monitor, this command gives it back at the end.
+	var mon *handoff
+	if m.QVM != "" {
+		mon, err = m.spawnMonitor(name, p.lock)
+		p.lock = nil
+		if err != nil {
+			return 0, err
+		}
+		undo.add(mon.abort)
+	} else {
+		defer p.release()
+	}
+	in, err := m.prepareFiles(ctx, v, opt, &undo)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if v.Class() == vm.AdminVM {
-		return fmt.Errorf("dom0 is always running")
+	cfg, err := domconfig.Build(v, in)
+	if err != nil {
+		return 0, err
 	}
-	if rt := v.Runtime(); rt.State != "Halted" {
-		return fmt.Errorf("%s is already %s (domain %d)", name, lower(rt.State), rt.XID)
+	release, err := attachDisks(ctx, cfg)
+	if err != nil {
+		return 0, err
 	}
-	if n := v.NetVM(); n != nil && n.Class() != vm.AdminVM && n.Runtime().State == "Halted" {
-		if depth >= maxNetVMChain {
-			return fmt.Errorf("%s: netvm chain longer than %d", name, maxNetVMChain)
+	domid, err = hyp.CreatePaused(ctx, cfg)
+	// The backend holds the loop devices now (or, on failure, nobody):
+	// dropping ours lets the kernel detach them when the domain goes.
+	release()
+	if err != nil {
+		return 0, err
+	}
+	id := domid // the result is zeroed by an error return
+	undo.add(func() error {
+		if err := hyp.Destroy(context.WithoutCancel(ctx), id); err != nil {
+			return fmt.Errorf("destroy domain %d: %w", id, err)
 		}
-		m.log().Info("starting netvm first", "vm", name, "netvm", n.Name())
-		if err := m.start(ctx, sys, n.Name(), StartOptions{}, depth+1, done); err != nil {
-			return fmt.Errorf("start %s's netvm %s: %w", name, n.Name(), err)
+		return nil
+	})
+	if mon != nil {
+		if err := mon.domid(domid); err != nil {
+			return 0, err
 		}
 	}
+	keys, err := qubesdb.Keys(QubesDBInfo(v))
+	if err != nil {
+		return 0, err
+	}
+	if err := qubesdb.Publish(ctx, m.XS, domid, keys); err != nil {
+		return 0, err
+	}
+	if m.Failpoint == FailBeforeUnpause {
+		m.log().Warn("failpoint reached: waiting to be killed", "failpoint", m.Failpoint, "vm", name, "domid", domid)
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	if err := hyp.Unpause(ctx, domid); err != nil {
+		return 0, err
+	}
+	if mon != nil {
+		if err := mon.running(); err != nil {
+			return 0, err
+		}
+	}
+	m.log().Info("started", "vm", name, "domid", domid)
+	return domid, nil
+}
+
+// startable refuses a start that cannot work, before anything is made:
+// a template that runs, a PCI device in use, a virtualisation mode or an
+// amount of memory the host does not have.
+func startable(ctx context.Context, hyp Hypervisor, sys *vm.System, v *vm.View) error {
+	name := v.Name()
 	for t := v.Template(); t != nil; t = t.Template() {
-		if t.Runtime().State != "Halted" {
+		if t.Runtime().State != vm.Halted {
 			return fmt.Errorf("cannot start %s while its template %s runs: its root image would be copied mid-change; shut %s down first", name, t.Name(), t.Name())
 		}
 	}
 	if err := pciFree(sys, v); err != nil {
 		return err
 	}
-	pi, err := m.Hyp.PhysInfo(ctx)
+	pi, err := hyp.PhysInfo(ctx)
 	if err != nil {
 		return err
 	}
-	if err := pi.CheckType(xl.DomainType(v.Str("virt_mode"))); err != nil {
+	if err := pi.CheckType(domconfig.DomainType(v.VirtMode())); err != nil {
 		return fmt.Errorf("cannot start %s: %w", name, err)
 	}
 	if need := uint64(v.Int("memory")); pi.FreeMemKiB > 0 && need*1024 > pi.FreeMemKiB {
 		return fmt.Errorf("cannot start %s: not enough free memory: it needs %d MiB, the host has %d MiB free; lower its memory (qvm-prefs %s memory N) or stop other VMs",
 			name, need, pi.FreeMemKiB/1024, name)
 	}
-
-	if k := v.Str("kernel"); k != "" && v.Str("virt_mode") != "hvm" {
-		// Unpack the kernel once (the first start of each kernel pays
-		// for it); without it the domain still boots, more slowly.
-		path := filepath.Join(m.Store.KernelsDir(), k, domconfig.KernelFile)
-		if _, err := vmkernel.Ensure(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			m.log().Warn("cannot unpack the VM kernel; Xen will decompress it at each start", "vm", name, "kernel", path, "err", err)
-		}
-	}
-	in, cleanup, err := m.prepareFiles(ctx, v, opt)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	cfg, err := domconfig.Build(v, in)
-	if err != nil {
-		cleanup()
-		return err
-	}
-	release, err := attachDisks(ctx, cfg)
-	if err != nil {
-		cleanup()
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	domid, err := m.Hyp.CreatePaused(ctx, cfg)
-	// The backend holds the loop devices now (or, on failure, nobody):
-	// dropping ours lets the kernel detach them when the domain goes.
-	release()
-	if err != nil {
-		cleanup()
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	fail := func(err error) error {
-		if derr := m.Hyp.Destroy(context.WithoutCancel(ctx), domid); derr != nil {
-			err = errors.Join(err, fmt.Errorf("destroy domain %d: %w", domid, derr))
-		}
-		cleanup()
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	keys, err := qubesdb.Keys(QubesDBInfo(v))
-	if err != nil {
-		return fail(err)
-	}
-	if err := qubesdb.Publish(ctx, m.XS, domid, keys); err != nil {
-		return fail(err)
-	}
-	if err := m.Hyp.Unpause(ctx, domid); err != nil {
-		return fail(err)
-	}
-	m.log().Info("started", "vm", name, "domid", domid)
-	done(Started{Name: name, Domid: domid})
 	return nil
+}
+
+// unpackKernel unpacks a PV/PVH VM's kernel once (the first start of each
+// kernel pays for it); without it the domain still boots, more slowly.
+func (m *Manager) unpackKernel(ctx context.Context, v *vm.View) {
+	k := v.Str("kernel")
+	if k == "" || v.VirtMode() == vm.HVM {
+		return
+	}
+	path := filepath.Join(m.Store.KernelsDir(), k, domconfig.KernelFile)
+	if _, err := vmkernel.Ensure(ctx, path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log().Warn("cannot unpack the VM kernel; Xen will decompress it at each start", "vm", v.Name(), "kernel", path, "err", err)
+	}
 }
 
 // Config is the domain configuration a start of name would use
@@ -197,15 +404,9 @@ func (m *Manager) inputs(v *vm.View, opt StartOptions) domconfig.Inputs {
 
 // prepareFiles makes the files a run needs: snapshots of the template's
 // root (and for a DispVM of its AppVM's private), and an empty volatile
-// image. cleanup removes the snapshots again.
-func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions) (domconfig.Inputs, func(), error) {
+// image. Each file made registers its removal in undo.
+func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions, undo *undoList) (domconfig.Inputs, error) {
 	in := m.inputs(v, opt)
-	var made []string
-	cleanup := func() {
-		for _, p := range made {
-			removeIfExists(p)
-		}
-	}
 	snap := func(srcVM *vm.View, vol, dst string) error {
 		src := volume.ImagePath(m.Store.VMDir(srcVM.Name(), srcVM.Class()), vol)
 		if err := removeIfExists(dst); err != nil {
@@ -214,7 +415,7 @@ func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions
 		if _, err := volume.Copy(ctx, src, dst); err != nil {
 			return fmt.Errorf("snapshot %s's %s image: %w", srcVM.Name(), vol, err)
 		}
-		made = append(made, dst)
+		undo.add(func() error { return removeIfExists(dst) })
 		return nil
 	}
 	if !v.Class().HasOwnRoot() {
@@ -223,17 +424,23 @@ func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions
 			t = t.Template()
 		}
 		if t == nil {
-			return in, cleanup, fmt.Errorf("%s has no template with a root image", v.Name())
+			return in, fmt.Errorf("%s has no template with a root image", v.Name())
 		}
-		if err := snap(t, volume.Root, in.Root); err != nil {
-			cleanup()
-			return in, cleanup, err
+		// The template must not start while its root is copied: a
+		// shared hold on its run lock keeps its start out meanwhile.
+		hold, err := m.shareRun(t.Name())
+		if err != nil {
+			return in, fmt.Errorf("snapshot %s's root image: %w", t.Name(), err)
+		}
+		err = snap(t, volume.Root, in.Root)
+		hold.Close()
+		if err != nil {
+			return in, err
 		}
 	}
 	if v.Class() == vm.DispVM {
 		if err := snap(v.Template(), volume.Private, in.Private); err != nil {
-			cleanup()
-			return in, cleanup, err
+			return in, err
 		}
 	}
 	// The volatile image starts empty at every run, keeping its size.
@@ -245,14 +452,12 @@ func (m *Manager) prepareFiles(ctx context.Context, v *vm.View, opt StartOptions
 		size = u.Size
 	}
 	if err := removeIfExists(in.Volatile); err != nil {
-		cleanup()
-		return in, cleanup, err
+		return in, err
 	}
 	if err := volume.Create(in.Volatile, size); err != nil {
-		cleanup()
-		return in, cleanup, err
+		return in, err
 	}
-	return in, cleanup, nil
+	return in, nil
 }
 
 // attachDisks puts each file image of cfg on a loop device (autoclear),
@@ -298,17 +503,6 @@ func (m *Manager) removeRunFiles(v *vm.View) {
 			m.log().Warn("cannot remove run file", "vm", v.Name(), "file", f, "err", err)
 		}
 	}
-}
-
-func lower(s string) string {
-	if s == "" {
-		return s
-	}
-	b := []byte(s)
-	if b[0] >= 'A' && b[0] <= 'Z' {
-		b[0] += 'a' - 'A'
-	}
-	return string(b)
 }
 
 // pciFree refuses to start a VM whose PCI device another running VM has.

@@ -3,6 +3,9 @@
 // disks. Devices are attached with autoclear: the kernel detaches one as
 // soon as its last user closes it, so a device whose VM is gone never
 // outlives it, even if qvm itself is killed.
+//
+// Attach marks each file for dom0's udev rules first (package guestdisk),
+// so that dom0 never probes what a guest wrote.
 package loopdev
 
 import (
@@ -13,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/qvm-project/qvm/guestdisk"
 )
 
 // Device is an attached loop device held open by this process. Close
@@ -26,7 +31,8 @@ type Device struct {
 	f       *os.File
 }
 
-// Attach attaches image to a free loop device, read-only if ro.
+// Attach attaches image to a free loop device, read-only if ro, after
+// marking it as a VM disk (guestdisk.Mark).
 func Attach(ctx context.Context, image string, ro bool) (*Device, error) {
 	mode := os.O_RDWR
 	if ro {
@@ -37,6 +43,10 @@ func Attach(ctx context.Context, image string, ro bool) (*Device, error) {
 		return nil, fmt.Errorf("attach %s to a loop device: %w", image, err)
 	}
 	defer backing.Close()
+	// The mark must be there for the uevent LOOP_CONFIGURE sends.
+	if err := guestdisk.Mark(backing); err != nil {
+		return nil, fmt.Errorf("attach %s to a loop device: %w", image, err)
+	}
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to a loop device: %w (is the loop module loaded?)", image, err)
@@ -118,4 +128,40 @@ func BackingFile(path string) (string, error) {
 		return "", err
 	}
 	return unix.ByteSliceToString(info.File_name[:]), nil
+}
+
+// Backer is a loop device and the identity of the file it serves.
+type Backer struct {
+	// Path is the device node, e.g. /dev/loop3.
+	Path string
+	// Dev and Ino identify the backing file (stat's st_dev and st_ino).
+	Dev, Ino uint64
+}
+
+// Attached lists the loop devices that serve a file, with the file's
+// identity (so that a file can be found whatever name it was attached by).
+func Attached() ([]Backer, error) {
+	ents, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil, fmt.Errorf("list loop devices: %w", err)
+	}
+	var out []Backer
+	for _, e := range ents {
+		name := e.Name()
+		if len(name) < 5 || name[:4] != "loop" {
+			continue
+		}
+		path := "/dev/" + name
+		f, err := os.Open(path)
+		if err != nil {
+			continue // gone meanwhile, or no node
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			continue // ENXIO: not attached
+		}
+		out = append(out, Backer{Path: path, Dev: info.Device, Ino: info.Inode})
+	}
+	return out, nil
 }

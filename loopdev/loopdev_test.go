@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qvm-project/qvm/guestdisk"
 	"github.com/qvm-project/qvm/internal/testenv"
 )
 
@@ -18,9 +19,14 @@ func TestAttachServesTheImageAndClearsItself(t *testing.T) {
 	if err := os.WriteFile(img, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(guestdisk.MarkDir + filepath.Dir(filepath.Dir(img))) })
 	d, err := Attach(context.Background(), img, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Marked for dom0's udev rules before the device was configured.
+	if _, err := os.Stat(guestdisk.MarkDir + img); err != nil {
+		t.Errorf("%s is not marked as a VM disk: %v", img, err)
 	}
 	got, err := os.ReadFile(d.Path)
 	if err != nil || !bytes.Equal(got[:len(data)], data) {

@@ -1,3 +1,3 @@
-# Packages every build needs: the cgo toolchain is on the machine already;
-# libxl and its JSON library are needed by package xl.
-APT_PACKAGES += libxen-dev libyajl-dev
+# What compiling qvm needs: package xl (cgo) links libxl and its JSON
+# library, with gcc and the C library's headers.
+BUILD_APT_PACKAGES += libxen-dev libyajl-dev gcc libc6-dev

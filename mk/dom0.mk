@@ -6,7 +6,7 @@
 #                     build/dom0/ (apt-get download + dpkg-deb -x; nothing is
 #                     installed into the host's /boot; .debs cached there)
 #   make dom0-image   build/dom0/dom0.cpio.gz: u-root core commands, dom0init
-#                     as /init, qvm, and Xen's userspace from the host's
+#                     as /init, qvm and qvm-hotplug, and Xen's userspace from the host's
 #                     xen-utils-4.17 (the same libxl that qvm links)
 #   make dom0-qemu-image
 #                     build/dom0/dom0-qemu.cpio.gz: Xen's device model QEMU
@@ -38,9 +38,12 @@ UROOT_VERSION := v0.16.0
 UROOT         := $(BUILD)/tools/u-root-$(UROOT_VERSION)
 
 # Kernel modules dom0 loads (dom0init's list) and those the host share needs;
-# their dependencies come along.
+# their dependencies come along. nf_tables and nft_ct (with nf_conntrack)
+# carry the filter on VM interfaces (package vmfirewall); crc32c_generic is
+# libcrc32c's soft dependency, which modules.dep does not list.
 DOM0_KMODS := xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs xen-blkback \
-	xen-netback loop bridge tun virtio_pci 9pnet_virtio 9p xen-netfront
+	xen-netback loop bridge tun virtio_pci 9pnet_virtio 9p xen-netfront \
+	crc32c_generic nf_tables nft_ct
 
 # Xen userspace in dom0, from the host's packages (u-root adds their shared
 # libraries). HOST:IMAGE pairs. libgcc_s is dlopened by glibc for
@@ -57,8 +60,8 @@ DOM0_QEMU_FILES := /usr/libexec/xen-qemu-system-i386 /usr/lib/xen-4.17/boot/hvml
 	/usr/share/seabios /usr/share/qemu/keymaps/en-us /usr/share/qemu/linuxboot.bin /usr/share/qemu/linuxboot_dma.bin \
 	/usr/lib/ipxe/qemu/efi-rtl8139.rom /usr/lib/ipxe/qemu/efi-e1000.rom
 
-DOM0_GO_SRCS := $(shell find cmd/dom0init bootinit e2e/hostjob -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
-GUEST_GO_SRCS := $(shell find cmd/guestinit bootinit -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
+DOM0_GO_SRCS := $(call go_srcs,./cmd/dom0init) go.mod go.sum
+GUEST_GO_SRCS := $(call go_srcs,./cmd/guestinit) go.mod go.sum
 
 .PHONY: dom0-parts dom0-image guest-image dom0-qemu-image dom0-shell dom0-clean FORCE
 dom0-parts: deps $(DOM0_PARTS)
@@ -113,19 +116,20 @@ $(DOM0_PARTS): mk/dom0.mk
 	echo "dom0-parts: Xen $$(dpkg-deb -f $(DOM0_DEBS)/xen-hypervisor-4.17-amd64_*.deb Version | tail -1), kernel $$kver, $$(find $(DOM0_MODROOT) -name '*.ko' | wc -l) modules"; \
 	touch $@
 
-# qvm is copied only when it changed, so a rebuilt but identical bin/qvm
-# does not rebuild the image.
-$(DOM0_STAGE)/qvm: FORCE
+# qvm and qvm-hotplug are copied only when they changed, so a rebuilt but
+# identical binary does not rebuild the image.
+$(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug: FORCE
 	@mkdir -p $(@D)
-	@if [ ! -x $(BIN)/qvm ]; then echo "dom0-image: $(BIN)/qvm missing: run make build" >&2; exit 1; fi
-	@cmp -s $(BIN)/qvm $@ || cp $(BIN)/qvm $@
+	@if [ ! -x $(BIN)/$(@F) ]; then echo "dom0-image: $(BIN)/$(@F) missing: run make build" >&2; exit 1; fi
+	@cmp -s $(BIN)/$(@F) $@ || cp $(BIN)/$(@F) $@
 
-$(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_GO_SRCS)
+$(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug $(DOM0_GO_SRCS)
 	@start=$$(date +%s.%N); set -e; \
 	kver=$$(cat $(DOM0_DIR)/kernel-version); \
 	$(UROOT) -o $(DOM0_DIR)/dom0.cpio -initcmd=dom0init -defaultsh=gosh \
 	  -files $(DOM0_MODROOT)/lib/modules/$$kver:lib/modules/$$kver \
 	  -files $(DOM0_STAGE)/qvm:bin/qvm \
+	  -files $(DOM0_STAGE)/qvm-hotplug:bin/qvm-hotplug \
 	  $(foreach f,$(DOM0_XEN_FILES),-files $(f)) \
 	  'github.com/u-root/u-root/cmds/core/*' ./cmd/dom0init; \
 	gzip -9 -n -f $(DOM0_DIR)/dom0.cpio; \

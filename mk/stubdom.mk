@@ -1,5 +1,6 @@
-# The HVM device-model stubdomain (packages stubdom, stubdom/dmargs, qemu;
-# commands cmd/stubdominit, stubdom/mkstubdom; verb qvm-block).
+# The HVM device-model stubdomain (packages stubdom, stubdom/image,
+# stubdom/dmargs, qemu; commands cmd/stubdominit, stubdom/mkstubdom; verb
+# qvm-block).
 #
 #   make stubdom-kernel build/stubdom/kernel/: a small Linux built from
 #                       Debian's linux-source-6.1 with stubdom/kernel.config
@@ -33,7 +34,9 @@ STUBDOM_KSRC   := /usr/src/linux-source-6.1.tar.xz
 STUBDOM_KTREE  := $(STUBDOM_DIR)/linux
 STUBDOM_KOUT   := $(STUBDOM_DIR)/kernel
 STUBDOM_KERNEL := $(STUBDOM_KOUT)/vmlinux
-STUBDOM_GO_SRCS := $(shell find cmd/stubdominit stubdom bootinit dhcpd xenstore -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
+# The init and everything it links, and the builder, which decides what
+# else the image holds (mkstubdom's other imports print, they do not build).
+STUBDOM_GO_SRCS := $(call go_srcs,./cmd/stubdominit ./stubdom/image) $(wildcard stubdom/mkstubdom/*.go) go.mod go.sum
 
 .PHONY: stubdom-kernel stubdom-image bench-hvm
 stubdom-kernel: deps $(STUBDOM_KERNEL)

@@ -1,10 +1,12 @@
 # Package xl: libxl through cgo.
 #
-# libxen-dev/libyajl-dev (base.mk) for building; the tests also run the real
-# `xl` (xen-utils-4.17) in dry-run mode, compile a small C stand-in for the
-# hypervisor with gcc, and check for C memory leaks and double frees with
-# AddressSanitizer/LeakSanitizer (libasan8, gcc's).
-APT_PACKAGES += xen-utils-4.17 gcc libc6-dev libasan8
+# libxen-dev/libyajl-dev (base.mk, BUILD_APT_PACKAGES) for building; the
+# tests also run the real `xl` (xen-utils-4.17) in dry-run mode, compile a
+# small C stand-in for the hypervisor with gcc, and check for C memory leaks
+# and double frees with AddressSanitizer/LeakSanitizer (libasan8, gcc's).
+# TestXen runs the lifecycle tests in the nested-Xen test bed (dom0.mk's
+# images and dom0-qemu-image) with a small disc made by xorriso.
+APT_PACKAGES += xen-utils-4.17 gcc libc6-dev libasan8 xorriso
 
 # Both run before `go test ./...` in `make test`.
 TEST_PREREQS += xl-leakcheck xl-nocgo

@@ -8,9 +8,10 @@
 // socket the stubdomain's init gives QEMU. Either way QEMU serves one
 // client at a time, so hold a Monitor only for the commands at hand.
 //
-// The commands go through github.com/digitalocean/go-qemu's QMP socket
-// monitor and its raw API (generated from QEMU 2.11's schema, which has
-// query-block, eject and blockdev-change-medium with device ids).
+// The commands go through package qmp, which bounds what the peer (in a
+// stubdomain, next to the guest) can make dom0 read, and how long it can
+// make dom0 wait. What QEMU reports (file names, ids) is its own: callers
+// validate it before they act on it and make it safe before they print it.
 package qemu
 
 import (
@@ -18,10 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-	"github.com/digitalocean/go-qemu/qmp/raw"
+	"github.com/qvm-project/qvm/qemu/qmp"
 )
 
 // SocketPath is where libxl keeps the QMP socket of domain domid's device
@@ -30,54 +29,29 @@ func SocketPath(domid uint32) string {
 	return fmt.Sprintf("/var/run/xen/qmp-libxl-%d", domid)
 }
 
-// dialTimeout bounds connecting to the socket (the greeting and handshake
-// are bounded by the caller's context).
-const dialTimeout = 5 * time.Second
-
 // Monitor is a QMP connection to one QEMU. Its methods are not for
 // concurrent use.
 type Monitor struct {
-	path string
-	mon  *qmp.SocketMonitor
-	raw  *raw.Monitor
+	conn *qmp.Conn
 }
 
 // Dial connects to the QMP socket at path and does the capabilities
-// handshake. It fails when ctx ends first, e.g. while another client holds
-// the monitor.
+// handshake. It fails when ctx ends first (qmp.DefaultTimeout when it has
+// no deadline), e.g. while another client holds the monitor.
 func Dial(ctx context.Context, path string) (*Monitor, error) {
-	mon, err := qmp.NewSocketMonitor("unix", path, dialTimeout)
+	c, err := qmp.Dial(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("QMP %s: %w", path, err)
-	}
-	m := &Monitor{path: path, mon: mon}
-	if err := m.call(ctx, "connect", mon.Connect); err != nil {
-		mon.Disconnect()
 		return nil, err
 	}
-	m.raw = raw.NewMonitor(mon)
-	return m, nil
+	return &Monitor{conn: c}, nil
 }
 
 // Close ends the connection.
-func (m *Monitor) Close() error { return m.mon.Disconnect() }
+func (m *Monitor) Close() error { return m.conn.Close() }
 
-// call runs fn, giving up (and breaking the connection) when ctx ends.
-func (m *Monitor) call(ctx context.Context, what string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("QMP %s: %s: %w", m.path, what, err)
-		}
-		return nil
-	case <-ctx.Done():
-		m.mon.Disconnect()
-		<-done
-		return fmt.Errorf("QMP %s: %s: %w", m.path, what, ctx.Err())
-	}
-}
+// Conn is the monitor's QMP connection, for commands Monitor has no
+// method for.
+func (m *Monitor) Conn() *qmp.Conn { return m.conn }
 
 // Drive is a block device of the guest as QEMU reports it.
 type Drive struct {
@@ -98,14 +72,25 @@ type Medium struct {
 	ReadOnly bool
 }
 
+// blockInfo is what query-block says about one block device (the fields
+// qvm uses, present since QEMU 2.x).
+type blockInfo struct {
+	Device    string  `json:"device"`
+	Qdev      *string `json:"qdev"`
+	Removable bool    `json:"removable"`
+	Locked    bool    `json:"locked"`
+	TrayOpen  *bool   `json:"tray_open"`
+	Inserted  *struct {
+		File string `json:"file"`
+		Drv  string `json:"drv"`
+		Ro   bool   `json:"ro"`
+	} `json:"inserted"`
+}
+
 // Drives lists the guest's block devices.
 func (m *Monitor) Drives(ctx context.Context) ([]Drive, error) {
-	var infos []raw.BlockInfo
-	err := m.call(ctx, "query-block", func() (err error) {
-		infos, err = m.raw.QueryBlock()
-		return err
-	})
-	if err != nil {
+	var infos []blockInfo
+	if err := m.conn.Execute(ctx, "query-block", nil, &infos); err != nil {
 		return nil, err
 	}
 	out := make([]Drive, 0, len(infos))
@@ -159,19 +144,24 @@ var ErrNoDrive = errors.New("no such removable drive")
 // drive cannot, this is what "force" means: the guest is told after the
 // fact).
 func (m *Monitor) Eject(ctx context.Context, id string) error {
-	force := true
-	return m.call(ctx, "eject "+id, func() error { return m.raw.Eject(nil, &id, &force) })
+	args := struct {
+		ID    string `json:"id"`
+		Force bool   `json:"force"`
+	}{id, true}
+	return m.conn.Execute(ctx, "eject", args, nil)
 }
 
 // ChangeMedium opens file (an image QEMU can reach: in a stubdomain, its
 // own block device) read-only as raw data and puts it into the drive with
 // the given device id, closing the tray.
 func (m *Monitor) ChangeMedium(ctx context.Context, id, file string) error {
-	format := "raw"
-	mode := raw.BlockdevChangeReadOnlyModeReadOnly
-	return m.call(ctx, "blockdev-change-medium "+id, func() error {
-		return m.raw.BlockdevChangeMedium(nil, &id, file, &format, &mode)
-	})
+	args := struct {
+		ID       string `json:"id"`
+		Filename string `json:"filename"`
+		Format   string `json:"format"`
+		Mode     string `json:"read-only-mode"`
+	}{id, file, "raw", "read-only"}
+	return m.conn.Execute(ctx, "blockdev-change-medium", args, nil)
 }
 
 // Drive returns the removable drive with the given device id.

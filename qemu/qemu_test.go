@@ -2,7 +2,9 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/internal/testenv"
+	"github.com/qvm-project/qvm/qemu/qmp"
 	"github.com/qvm-project/qvm/stubdom/testiso"
 )
 
@@ -52,9 +55,12 @@ func startQEMU(t *testing.T, iso string, boot bool) (sock, serial string) {
 		cmd.Process.Kill()
 		<-exited
 	})
+	// QEMU creates the socket before it listens on it: wait until it
+	// takes a connection (it accepts the next one once this one closes).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock, serial
 		}
 		select {
@@ -63,7 +69,7 @@ func startQEMU(t *testing.T, iso string, boot bool) (sock, serial string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no QMP socket after 30 s: %s", out)
+			t.Fatalf("QMP socket takes no connection after 30 s: %s", out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -150,6 +156,52 @@ func TestDrivesEjectChange(t *testing.T) {
 	}
 	if err := m.Eject(ctx, "ide-9"); err == nil {
 		t.Fatal("eject of an unknown drive succeeded")
+	}
+}
+
+// TestQMPWithQEMU: the QMP client against a real QEMU: its greeting, the
+// event an eject sends, an error reply that leaves the connection usable.
+func TestQMPWithQEMU(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "a.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock, _ := startQEMU(t, img, false)
+	m := dial(t, sock)
+	q := m.Conn()
+	if g := q.Greeting(); g.Major < 2 || !strings.Contains(g.Package, "Debian") {
+		t.Errorf("greeting %+v", g)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := m.Eject(ctx, "no-such-drive")
+	var qe *qmp.Error
+	if !errors.As(err, &qe) || qe.Class != "DeviceNotFound" || !strings.Contains(qe.Desc, "no-such-drive") {
+		t.Fatalf("eject of an unknown drive: %v, want QEMU's DeviceNotFound", err)
+	}
+	if err := m.Eject(ctx, cdID); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e, err := q.NextEvent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var data struct {
+			ID       string `json:"id"`
+			TrayOpen bool   `json:"tray-open"`
+		}
+		if e.Name != "DEVICE_TRAY_MOVED" {
+			continue
+		}
+		if err := json.Unmarshal(e.Data, &data); err != nil || data.ID != cdID || !data.TrayOpen || e.Time.IsZero() {
+			t.Fatalf("tray event %+v (%s), %v", e, e.Data, err)
+		}
+		break
+	}
+	var status struct{ Status string }
+	if err := q.Execute(ctx, "query-status", nil, &status); err != nil || status.Status != "prelaunch" {
+		t.Fatalf("query-status: %+v, %v", status, err)
 	}
 }
 

@@ -35,6 +35,7 @@ const EnvDir = "QVM_DIR"
 
 const (
 	docName  = "qvm.json"
+	prevName = "qvm.json.prev"
 	lockName = "qvm.lock"
 	tmpGlob  = ".qvm.json.tmp-*"
 	// formatVersion is the version of the document layout.
@@ -74,6 +75,10 @@ func (s *Store) Dir() string { return s.dir }
 // Path is the store document.
 func (s *Store) Path() string { return filepath.Join(s.dir, docName) }
 
+// PrevPath is the document before the last change: the previous good
+// store, kept to recover from a damaged one.
+func (s *Store) PrevPath() string { return filepath.Join(s.dir, prevName) }
+
 // Load reads the current definitions without taking the lock.
 func (s *Store) Load() (*vm.System, error) {
 	data, err := os.ReadFile(s.Path())
@@ -83,7 +88,12 @@ func (s *Store) Load() (*vm.System, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read store: %w", err)
 	}
-	return decode(s.Path(), data)
+	sys, err := decode(s.Path(), data)
+	if err != nil {
+		return nil, fmt.Errorf("%w; the store before the last change is %s: check it (qvm-ls --dir on a copy of the directory "+
+			"holding it as %s) and, if it is good, restore it with: mv %s %s", err, s.PrevPath(), docName, s.PrevPath(), s.Path())
+	}
+	return sys, nil
 }
 
 func decode(path string, data []byte) (*vm.System, error) {
@@ -96,7 +106,10 @@ func decode(path string, data []byte) (*vm.System, error) {
 	}
 	sys := &vm.System{Global: doc.Global, VMs: doc.VMs}
 	if err := sys.Normalize(); err != nil {
-		return nil, fmt.Errorf("store %s: %w", path, err)
+		return nil, fmt.Errorf("store %s is corrupt: %w", path, err)
+	}
+	if err := sys.Validate(); err != nil {
+		return nil, fmt.Errorf("store %s is corrupt: %w", path, err)
 	}
 	return sys, nil
 }
@@ -156,26 +169,31 @@ func (s *Store) Update(ctx context.Context, host vm.Host, fn func(tx *Tx) error)
 	if err := tx.Sys.Check(); err != nil {
 		return err
 	}
-	if err := s.write(tx.Sys); err != nil {
-		return err
+	landed, err := s.write(tx.Sys)
+	// Once the new document is in place the change has happened, even if
+	// making that durable failed: undoing its side effects now would
+	// leave a store that names images which are gone.
+	tx.commit = landed
+	if landed {
+		for _, f := range tx.after {
+			f()
+		}
 	}
-	tx.commit = true
-	for _, f := range tx.after {
-		f()
-	}
-	return nil
+	return err
 }
 
-// write replaces the document atomically and durably.
-func (s *Store) write(sys *vm.System) error {
+// write replaces the document atomically and durably. landed reports
+// whether the new document replaced the old one (even if an error came
+// after that, from making it durable).
+func (s *Store) write(sys *vm.System) (landed bool, err error) {
 	data, err := json.MarshalIndent(document{Version: formatVersion, Global: sys.Global, VMs: sys.VMs}, "", " ")
 	if err != nil {
-		return fmt.Errorf("encode store: %w", err)
+		return false, fmt.Errorf("encode store: %w", err)
 	}
 	data = append(data, '\n')
 	f, err := os.CreateTemp(s.dir, strings.Replace(tmpGlob, "*", "", 1)+"*")
 	if err != nil {
-		return fmt.Errorf("write store: %w", err)
+		return false, fmt.Errorf("write store: %w", err)
 	}
 	tmp := f.Name()
 	ok := false
@@ -186,22 +204,34 @@ func (s *Store) write(sys *vm.System) error {
 		}
 	}()
 	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write store %s: %w", tmp, err)
+		return false, fmt.Errorf("write store %s: %w", tmp, err)
 	}
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write store %s: %w", tmp, err)
+		return false, fmt.Errorf("write store %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync store %s: %w", tmp, err)
+		return false, fmt.Errorf("sync store %s: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("close store %s: %w", tmp, err)
+		return false, fmt.Errorf("close store %s: %w", tmp, err)
+	}
+	// The current document becomes the previous one: a second name for
+	// the same (durable) file, made atomically, so that there is always a
+	// complete qvm.json.prev once a second change has committed.
+	prevTmp := tmp + ".prev"
+	if err := os.Link(s.Path(), prevTmp); err == nil {
+		if err := os.Rename(prevTmp, s.PrevPath()); err != nil {
+			os.Remove(prevTmp)
+			return false, fmt.Errorf("keep the previous store as %s: %w", s.PrevPath(), err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("keep the previous store as %s: %w", s.PrevPath(), err)
 	}
 	if err := os.Rename(tmp, s.Path()); err != nil {
-		return fmt.Errorf("install store %s: %w", s.Path(), err)
+		return false, fmt.Errorf("install store %s: %w", s.Path(), err)
 	}
 	ok = true
-	return syncDir(s.dir)
+	return true, syncDir(s.dir)
 }
 
 func syncDir(dir string) error {

@@ -20,7 +20,7 @@ func ValidateName(name string) error {
 		return fmt.Errorf("VM name %q is %d characters long: use at most %d", name, len(name), MaxNameLen)
 	case !nameRE.MatchString(name):
 		return fmt.Errorf("invalid VM name %q: start with a letter, then use only letters, digits, '_', '.' and '-'", name)
-	case name == "Domain-0" || name == "none" || name == "default":
+	case name == "Domain-0" || name == "none" || name == "None" || name == "default":
 		return fmt.Errorf("VM name %q is reserved: choose another name", name)
 	case name == "dom0":
 		return fmt.Errorf("VM name %q is reserved for the AdminVM: choose another name", name)

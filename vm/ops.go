@@ -53,8 +53,8 @@ func (s *System) Create(spec CreateSpec) (*Definition, error) {
 	if err != nil {
 		return nil, err
 	}
-	if spec.UUID == "" {
-		return nil, fmt.Errorf("internal error: no UUID for new VM %s", spec.Name)
+	if !uuidRE.MatchString(spec.UUID) {
+		return nil, fmt.Errorf("internal error: UUID %q for new VM %s is not a lower-case UUID", spec.UUID, spec.Name)
 	}
 	d := &Definition{Name: spec.Name, Class: spec.Class, UUID: spec.UUID,
 		Props: map[string]string{"label": label.Name}}
@@ -64,6 +64,28 @@ func (s *System) Create(spec CreateSpec) (*Definition, error) {
 		return nil, err
 	}
 	switch {
+	case spec.Class == DispVM:
+		// A disposable takes over what its DispVM template has set: its
+		// properties (an offline template makes offline disposables), its
+		// features (but the template's own preload settings) and its tags.
+		d.Props["template"] = src.d.Name
+		for k, val := range src.d.Props {
+			if p, ok := propertyIndex[k]; ok && p.appliesTo(DispVM) && !p.readOnly && copiedProp(k) {
+				d.Props[k] = val
+			}
+		}
+		for k, val := range src.d.Features {
+			if !strings.HasPrefix(k, "preload-dispvm") {
+				if d.Features == nil {
+					d.Features = map[string]string{}
+				}
+				d.Features[k] = val
+			}
+		}
+		d.Tags = append([]string(nil), src.d.Tags...)
+		if len(d.Tags) == 0 {
+			d.Tags = nil
+		}
 	case spec.Class.NeedsTemplate():
 		d.Props["template"] = src.d.Name
 	case src != nil:
@@ -75,6 +97,10 @@ func (s *System) Create(spec CreateSpec) (*Definition, error) {
 			}
 		}
 		d.Features = cloneMap(src.d.Features)
+		d.Tags = append([]string(nil), src.d.Tags...)
+		if len(d.Tags) == 0 {
+			d.Tags = nil
+		}
 	}
 
 	if d.QID, err = s.freeNumber(false); err != nil {
@@ -187,8 +213,14 @@ func (s *System) Clone(src, dst, uuid string) (*Definition, error) {
 	if _, ok := s.Lookup(dst); ok {
 		return nil, fmt.Errorf("a VM named %q already exists: choose another name for the clone", dst)
 	}
+	if !uuidRE.MatchString(uuid) {
+		return nil, fmt.Errorf("internal error: UUID %q for clone %s is not a lower-case UUID", uuid, dst)
+	}
 	d := &Definition{Name: dst, Class: sv.d.Class, UUID: uuid, Props: map[string]string{},
 		Features: cloneMap(sv.d.Features), PCI: append([]PCIDevice(nil), sv.d.PCI...)}
+	if len(sv.d.Tags) > 0 {
+		d.Tags = append([]string(nil), sv.d.Tags...)
+	}
 	for k, v := range sv.d.Props {
 		if copiedProp(k) || k == "label" || k == "template" || k == "template_for_dispvms" {
 			d.Props[k] = v
@@ -211,7 +243,8 @@ func (s *System) Clone(src, dst, uuid string) (*Definition, error) {
 }
 
 // Remove deletes a VM that nothing depends on. The caller removes its
-// images after the store change is durable.
+// images after the store change is durable. A VM in use fails with an
+// *InUseError.
 func (s *System) Remove(name string) (*Definition, error) {
 	v, err := s.View(name)
 	if err != nil {
@@ -224,35 +257,67 @@ func (s *System) Remove(name string) (*Definition, error) {
 		return nil, fmt.Errorf("%s is running: shut it down first (qvm-shutdown --wait %s)", name, name)
 	}
 	if deps := s.Dependents(name); len(deps) > 0 {
-		return nil, fmt.Errorf("%s is in use: %s; change those first", name, strings.Join(deps, "; "))
+		return nil, &InUseError{VM: name, Uses: deps}
 	}
 	s.delete(name)
 	return v.d, nil
 }
 
-// Dependents lists, in words, what refers to the VM.
-func (s *System) Dependents(name string) []string {
-	var deps []string
-	for _, d := range s.VMs {
-		if d.Name == name {
-			continue
-		}
-		v := s.viewOf(d)
-		if d.Props["template"] == name {
-			deps = append(deps, fmt.Sprintf("template of %s", d.Name))
-		}
-		if v.Str("netvm") == name {
-			deps = append(deps, fmt.Sprintf("netvm of %s", d.Name))
-		}
-		for _, p := range []string{"default_dispvm", "management_dispvm"} {
-			if d.Props[p] == name {
-				deps = append(deps, fmt.Sprintf("%s of %s", p, d.Name))
-			}
+// Dependency is one place a VM is referred to: a property of another VM
+// (Holder names it) or a global setting (Holder is "").
+type Dependency struct {
+	Holder string
+	Prop   string
+}
+
+// String says it in words, e.g. "template of work", "global default_netvm".
+func (d Dependency) String() string {
+	if d.Holder == "" {
+		return fmt.Sprintf("global %s (qubes-prefs)", d.Prop)
+	}
+	return fmt.Sprintf("%s of %s", d.Prop, d.Holder)
+}
+
+// InUseError is the error of removing a VM that others refer to.
+type InUseError struct {
+	VM   string
+	Uses []Dependency
+}
+
+func (e *InUseError) Error() string {
+	words := make([]string, len(e.Uses))
+	for i, d := range e.Uses {
+		words[i] = d.String()
+	}
+	return fmt.Sprintf("%s is in use: %s; change those first", e.VM, strings.Join(words, "; "))
+}
+
+// refProps are the VM properties that refer to another VM.
+var refProps = []string{"template", "netvm", "default_dispvm", "management_dispvm"}
+
+// Dependents lists what refers to the VM, with their effective values (a
+// default counts, as in Qubes): the global settings first, then each
+// VM's properties, by VM name.
+func (s *System) Dependents(name string) []Dependency {
+	var deps []Dependency
+	for _, g := range GlobalNames() {
+		if val, _ := s.GetGlobal(g); val.Kind == KindVM && val.Text == name {
+			deps = append(deps, Dependency{Prop: g})
 		}
 	}
-	for _, g := range globalNames() {
-		if val, _ := s.GetGlobal(g); val.Text == name {
-			deps = append(deps, fmt.Sprintf("global %s (qubes-prefs)", g))
+	for _, other := range s.Names() {
+		if other == name {
+			continue
+		}
+		v, _ := s.View(other)
+		for _, p := range refProps {
+			if prop := propertyIndex[p]; prop.appliesTo(v.d.Class) && v.Str(p) == name {
+				if _, set := v.d.Props[p]; p == "default_dispvm" && v.d.Class == DispVM && !set {
+					// A DispVM's default is its template, counted already.
+					continue
+				}
+				deps = append(deps, Dependency{Holder: other, Prop: p})
+			}
 		}
 	}
 	return deps
@@ -401,7 +466,7 @@ func (s *System) Check() error {
 		if mm := v.Int("maxmem"); mm != 0 && mm < v.Int("memory") {
 			return fmt.Errorf("VM %s: maxmem %d MiB is less than memory %d MiB: raise maxmem (or set it to 0)", d.Name, mm, v.Int("memory"))
 		}
-		if v.HasPCI() && v.Str("virt_mode") == "pvh" {
+		if v.HasPCI() && v.VirtMode() == PVH {
 			return fmt.Errorf("VM %s: virt_mode pvh is not possible with PCI devices assigned", d.Name)
 		}
 	}

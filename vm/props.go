@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -46,7 +47,7 @@ var properties = []*property{
 	{name: "backup_timestamp", kind: KindInt, doc: "Time of the last backup (seconds since the epoch)", check: checkIntRange(0, 1<<62)},
 	{name: "debug", kind: KindBool, doc: "Debug mode: verbose console, no auto-restart", def: constant("False"), check: checkBool},
 	{name: "default_dispvm", kind: KindVM, doc: "Default DispVM template for this VM's disposables", classes: allClasses,
-		def: func(v *View) (string, bool) { return v.sys.global(GlobalDefaultDispVM), true }, check: checkDispVMTemplateRef},
+		def: defaultDispVM, check: checkDispVMTemplateRef},
 	{name: "default_user", kind: KindString, doc: "Default user in the VM", def: fromTemplate("default_user", "user"), check: checkUser},
 	{name: "dispid", kind: KindInt, doc: "Number of the DispVM (its IP comes from it)", classes: []Class{DispVM}, readOnly: true,
 		compute: func(v *View) (string, Mark) { return strconv.Itoa(v.d.DispID), MarkSet }},
@@ -69,7 +70,10 @@ var properties = []*property{
 		return v.Str("visible_ip6")
 	})},
 	{name: "icon", kind: KindString, doc: "Icon name (class and label)", classes: allClasses, readOnly: true, compute: derived(iconOf)},
-	{name: "include_in_backups", kind: KindBool, doc: "Include the VM in backups", def: constant("True"), check: checkBool},
+	{name: "include_in_backups", kind: KindBool, doc: "Include the VM in backups", def: func(v *View) (string, bool) {
+		// A DispVM that goes when it halts is not worth a backup.
+		return boolText(!(v.d.Class == DispVM && v.Bool("auto_cleanup"))), true
+	}, check: checkBool},
 	{name: "installed_by_rpm", kind: KindBool, doc: "The VM was installed by a package", def: constant("False"), check: checkBool},
 	{name: "ip", kind: KindString, doc: "IPv4 address of the VM", def: func(v *View) (string, bool) {
 		if !v.Networked() {
@@ -93,10 +97,7 @@ var properties = []*property{
 		return DerivedMAC(v.d.QID), true
 	}, check: func(v *View, s string) (string, error) { return ParseMAC(s) }},
 	{name: "management_dispvm", kind: KindVM, doc: "DispVM template used to manage this VM", def: func(v *View) (string, bool) {
-		if g := v.sys.global(GlobalManagementDispVM); g != "" {
-			return g, true
-		}
-		return defaultManagementDispVM, true
+		return v.sys.globalValue(GlobalManagementDispVM), true
 	}, check: checkDispVMTemplateRef},
 	{name: "maxmem", kind: KindInt, doc: "Maximum memory in MiB (0 disables memory balancing)", def: defaultMaxmem, check: checkMaxmem},
 	{name: "memory", kind: KindInt, doc: "Initial memory in MiB", def: fromTemplate("memory", "400"), check: checkMemory},
@@ -113,8 +114,8 @@ var properties = []*property{
 	{name: "provides_network", kind: KindBool, doc: "Other VMs can use this one as netvm", def: constant("False"), check: checkProvidesNetwork},
 	{name: "qid", kind: KindInt, doc: "Internal number of the VM", classes: allClasses, readOnly: true,
 		compute: func(v *View) (string, Mark) { return strconv.Itoa(v.d.QID), MarkSet }},
-	{name: "qrexec_timeout", kind: KindInt, doc: "Seconds to wait for the VM's agent at start", def: fromTemplate("qrexec_timeout", "60"), check: checkIntRange(1, 86400)},
-	{name: "shutdown_timeout", kind: KindInt, doc: "Seconds to wait for a clean shutdown", def: fromTemplate("shutdown_timeout", "60"), check: checkIntRange(1, 86400)},
+	{name: "qrexec_timeout", kind: KindInt, doc: "Seconds to wait for the VM's agent at start", def: fromTemplateOrGlobal("qrexec_timeout", GlobalDefaultQrexecTimeout), check: checkIntRange(1, 86400)},
+	{name: "shutdown_timeout", kind: KindInt, doc: "Seconds to wait for a clean shutdown", def: fromTemplateOrGlobal("shutdown_timeout", GlobalDefaultShutdownTimeout), check: checkIntRange(1, 86400)},
 	{name: "start_time", kind: KindString, doc: "When the VM was started (runtime)", readOnly: true,
 		compute: derived(func(v *View) string { return v.Runtime().StartTime })},
 	{name: "stubdom_mem", kind: KindInt, doc: "Memory of the HVM's stubdomain in MiB, besides the guest's video RAM (unset: 112)", check: checkIntRange(1, 1<<20)},
@@ -163,10 +164,14 @@ func init() {
 	}
 }
 
+// ErrNoSuchProperty is returned (wrapped) for a property the VM's class
+// does not have.
+var ErrNoSuchProperty = errors.New("no such property")
+
 func lookupProperty(c Class, name string) (*property, error) {
 	p, ok := propertyIndex[name]
 	if !ok || !p.appliesTo(c) {
-		return nil, fmt.Errorf("no such property %q for a %s (qvm-prefs --help-properties lists them)", name, c)
+		return nil, fmt.Errorf("%w %q for a %s (qvm-prefs --help-properties lists them)", ErrNoSuchProperty, name, c)
 	}
 	return p, nil
 }
@@ -205,6 +210,17 @@ func constant(s string) func(*View) (string, bool) {
 
 func derived(f func(v *View) string) func(v *View) (string, Mark) {
 	return func(v *View) (string, Mark) { return f(v), MarkDefault }
+}
+
+// fromTemplateOrGlobal defaults to the template's value, else to a global
+// setting.
+func fromTemplateOrGlobal(name, global string) func(v *View) (string, bool) {
+	return func(v *View) (string, bool) {
+		if t := v.Template(); t != nil {
+			return t.Str(name), true
+		}
+		return v.sys.globalValue(global), true
+	}
 }
 
 // fromTemplate defaults to the template's value, else fallback.
@@ -255,14 +271,21 @@ func iconOf(v *View) string {
 	return prefix + "-" + v.Str("label")
 }
 
+// defaultDispVM: a DispVM's disposables come from its own DispVM template
+// (so that they cannot take another network path); other VMs follow the
+// global setting.
+func defaultDispVM(v *View) (string, bool) {
+	if v.d.Class == DispVM {
+		return v.d.Props["template"], true
+	}
+	return v.sys.globalValue(GlobalDefaultDispVM), true
+}
+
 func defaultKernel(v *View) (string, bool) {
 	if t := v.Template(); t != nil {
 		return t.Str("kernel"), true
 	}
-	if k := v.sys.global(GlobalDefaultKernel); k != "" {
-		return k, true
-	}
-	return v.sys.newestKernel(), true
+	return v.sys.globalValue(GlobalDefaultKernel), true
 }
 
 // newestKernel picks the installed kernel with the highest version-like name.
@@ -313,18 +336,18 @@ func defaultKernelOpts(v *View) (string, bool) {
 
 func defaultVirtMode(v *View) (string, bool) {
 	if v.HasPCI() {
-		return "hvm", true
+		return string(HVM), true
 	}
 	if t := v.Template(); t != nil {
 		return t.Str("virt_mode"), true
 	}
-	return "pvh", true
+	return string(PVH), true
 }
 
 // memoryBalancing reports whether qmemman-style balancing can apply:
 // not with PCI devices, not for HVMs (they announce no memory hotplug).
 func (v *View) memoryBalancing() bool {
-	return !v.HasPCI() && v.Str("virt_mode") != "hvm"
+	return !v.HasPCI() && v.VirtMode() != HVM
 }
 
 func defaultMaxmem(v *View) (string, bool) {
@@ -446,24 +469,34 @@ func kernelList(m map[string]KernelInfo) string {
 	return strings.Join(names, ", ")
 }
 
+// MaxKernelOpts bounds kernelopts, in bytes (Linux's command line on x86
+// takes 2048 with qvm's common options).
+const MaxKernelOpts = 512
+
 func checkKernelOpts(v *View, s string) (string, error) {
 	if strings.ContainsAny(s, "\x00\n") {
 		return "", fmt.Errorf("kernel options must be one line")
+	}
+	if len(s) > MaxKernelOpts {
+		return "", fmt.Errorf("kernel options are %d bytes long: use at most %d", len(s), MaxKernelOpts)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e {
+			return "", fmt.Errorf("kernel options have a control or non-ASCII byte 0x%02x at offset %d: use printable ASCII", c, i)
+		}
 	}
 	return s, nil
 }
 
 func checkVirtMode(v *View, s string) (string, error) {
-	m := strings.ToLower(strings.TrimSpace(s))
-	switch m {
-	case "hvm", "pv", "pvh":
-	default:
-		return "", fmt.Errorf("invalid virt_mode %q: use hvm, pv or pvh", s)
+	m, err := ParseVirtMode(s)
+	if err != nil {
+		return "", err
 	}
-	if m == "pvh" && v.HasPCI() {
+	if m == PVH && v.HasPCI() {
 		return "", fmt.Errorf("virt_mode pvh is not possible with PCI devices assigned: use hvm (or pv), or detach the devices with qvm-pci")
 	}
-	return m, nil
+	return string(m), nil
 }
 
 func checkMemory(v *View, s string) (string, error) {

@@ -1,8 +1,10 @@
 package vm
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Global settings (qubes-prefs) that VM defaults follow.
@@ -39,18 +41,42 @@ type KernelInfo struct {
 	DefaultOpts string
 }
 
+// PowerState is a VM's power state, as Qubes names it.
+type PowerState string
+
+// The power states qvm reports.
+const (
+	// Halted: the hypervisor has no domain for the VM.
+	Halted PowerState = "Halted"
+	// Running: the domain runs (or is blocked waiting for work).
+	Running PowerState = "Running"
+	// Paused: the domain exists but its vCPUs are stopped.
+	Paused PowerState = "Paused"
+	// Halting: the guest has shut down; its domain is not destroyed yet.
+	Halting PowerState = "Halting"
+	// Dying: the domain is being destroyed.
+	Dying PowerState = "Dying"
+	// Transient: a qvm command is starting the VM (its domain may not
+	// exist yet).
+	Transient PowerState = "Transient"
+)
+
+// Lower is the state in lower case, as messages and qvm-ls' flags use it.
+func (p PowerState) Lower() string { return strings.ToLower(string(p)) }
+
 // Runtime is what the hypervisor says about a VM right now.
 type Runtime struct {
-	// State is Qubes' power state: Halted, Running, Paused, Transient,
-	// Halting, Dying, Crashed, Suspended.
-	State      string
+	// State is the VM's power state.
+	State      PowerState
 	XID        int
 	StubdomXID int
 	StartTime  string
+	// MemoryMiB is the memory the domain has now (0 when halted).
+	MemoryMiB int
 }
 
-// halted is the runtime of a VM the hypervisor does not know.
-var halted = Runtime{State: "Halted", XID: -1, StubdomXID: -1}
+// HaltedRuntime is the runtime of a VM the hypervisor does not know.
+func HaltedRuntime() Runtime { return Runtime{State: Halted, XID: -1, StubdomXID: -1} }
 
 // System is every VM definition (dom0 included) plus the global settings.
 // Host and Runtime are not stored: the caller fills them from the machine.
@@ -124,12 +150,16 @@ func (s *System) Lookup(name string) (*Definition, bool) {
 	return d, ok
 }
 
-// MustGet finds a VM or returns an error naming it.
+// ErrNoSuchVM is returned (wrapped, with the name) for a VM the system
+// does not have.
+var ErrNoSuchVM = errors.New("no such VM")
+
+// Get finds a VM or returns an error naming it (matching ErrNoSuchVM).
 func (s *System) Get(name string) (*Definition, error) {
 	if d, ok := s.Lookup(name); ok {
 		return d, nil
 	}
-	return nil, fmt.Errorf("no such VM: %q (qvm-ls lists them)", name)
+	return nil, fmt.Errorf("%w: %q (qvm-ls lists them)", ErrNoSuchVM, name)
 }
 
 // Names returns every VM name, sorted.
@@ -163,19 +193,19 @@ func (s *System) delete(name string) {
 // RuntimeOf returns the live state of a VM (Halted when unknown).
 func (s *System) RuntimeOf(name string) Runtime {
 	if name == Dom0Name {
-		return Runtime{State: "Running", XID: 0, StubdomXID: -1}
+		return Runtime{State: Running, XID: 0, StubdomXID: -1}
 	}
 	if s.Runtime != nil {
 		if rt, ok := s.Runtime(name); ok {
 			return rt
 		}
 	}
-	return halted
+	return HaltedRuntime()
 }
 
 // IsRunning reports whether the hypervisor has a domain for the VM.
 func (s *System) IsRunning(name string) bool {
-	return s.RuntimeOf(name).State != "Halted"
+	return s.RuntimeOf(name).State != Halted
 }
 
 func (s *System) global(key string) string { return s.Global[key] }

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"fmt"
 	"sort"
 )
 
@@ -108,14 +109,23 @@ func (v *View) get(p *property) Value {
 	return Value{Mark: MarkUnset, Kind: p.kind}
 }
 
-// Str returns a property's effective text ("" when unset, none or unknown).
+// Str returns a property's effective text: "" when it is unset, none, or
+// not a property of the VM's class (dom0 has no kernel). A name that is no
+// property at all is a programming error: Str panics, so that a typo
+// cannot read as an empty value.
 func (v *View) Str(name string) string {
-	p, err := lookupProperty(v.d.Class, name)
-	if err != nil {
+	p, ok := propertyIndex[name]
+	if !ok {
+		panic(fmt.Sprintf("vm: View.Str(%q): no such property", name))
+	}
+	if !p.appliesTo(v.d.Class) {
 		return ""
 	}
 	return v.get(p).Text
 }
+
+// VirtMode is the VM's virtualisation mode ("" for dom0, which has none).
+func (v *View) VirtMode() VirtMode { return VirtMode(v.Str("virt_mode")) }
 
 // Bool returns a boolean property's effective value.
 func (v *View) Bool(name string) bool { return v.Str(name) == "True" }

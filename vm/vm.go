@@ -51,6 +51,28 @@ func (c Class) HasOwnRoot() bool { return c == TemplateVM || c == StandaloneVM }
 // NeedsTemplate reports whether VMs of the class are based on a template.
 func (c Class) NeedsTemplate() bool { return c == AppVM || c == DispVM }
 
+// VirtMode is how a VM is virtualised (its virt_mode property).
+type VirtMode string
+
+// The virtualisation modes Xen offers.
+const (
+	// HVM is full virtualisation with an emulated machine (QEMU).
+	HVM VirtMode = "hvm"
+	// PV is paravirtualisation: no hardware virtualisation, no emulator.
+	PV VirtMode = "pv"
+	// PVH is a PV guest in a hardware container, without an emulator.
+	PVH VirtMode = "pvh"
+)
+
+// ParseVirtMode reads a virt_mode value in any letter case.
+func ParseVirtMode(s string) (VirtMode, error) {
+	switch m := VirtMode(strings.ToLower(strings.TrimSpace(s))); m {
+	case HVM, PV, PVH:
+		return m, nil
+	}
+	return "", fmt.Errorf("invalid virt_mode %q: use hvm, pv or pvh", s)
+}
+
 // PCIDevice is a PCI device assigned to a VM, in Qubes' dom0:BB_DD.F form.
 type PCIDevice struct {
 	// BDF is the device address as bus:dev.func, e.g. "00:1f.2".
@@ -76,6 +98,8 @@ type Definition struct {
 	Features map[string]string `json:"features,omitempty"`
 	// PCI lists the persistently assigned PCI devices.
 	PCI []PCIDevice `json:"pci,omitempty"`
+	// Tags are the VM's tags (qvm-tags), sorted.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Clone returns a deep copy of d.
@@ -84,6 +108,10 @@ func (d *Definition) Clone() *Definition {
 	c.Props = cloneMap(d.Props)
 	c.Features = cloneMap(d.Features)
 	c.PCI = append([]PCIDevice(nil), d.PCI...)
+	c.Tags = append([]string(nil), d.Tags...)
+	if len(c.Tags) == 0 {
+		c.Tags = nil
+	}
 	return &c
 }
 

@@ -69,7 +69,7 @@ func TestDerivedAddressesMatchSeed(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	good := []string{"a", "my-new-vm", "win10", "A.b_c-d", strings.Repeat("x", 31)}
-	bad := []string{"", "1vm", "-x", "my vm", "x/y", strings.Repeat("x", 32), "none", "default", "Domain-0", "dom0", "foo-dm", "é"}
+	bad := []string{"", "1vm", "-x", "my vm", "x/y", strings.Repeat("x", 32), "none", "None", "default", "Domain-0", "dom0", "foo-dm", "é"}
 	for _, n := range good {
 		if err := ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v, want ok", n, err)

@@ -15,7 +15,7 @@ import (
 // Method says how an image got to its destination.
 type Method int
 
-// The ways Copy and MoveFrom place an image.
+// The ways Copy and Import.Place place an image.
 const (
 	// Reflink shares the source's blocks (FICLONE): O(1) in the data size,
 	// no extra space until either copy is written.
@@ -26,8 +26,9 @@ const (
 	// ReadWrite copies the data extents through a user-space buffer, where
 	// copy_file_range is not available (e.g. across some filesystems).
 	ReadWrite
-	// Rename moved the file within one filesystem (MoveFrom only).
-	Rename
+	// Link gave the file a second name within one filesystem (a moved
+	// import, see Import.Place).
+	Link
 )
 
 func (m Method) String() string {
@@ -38,8 +39,8 @@ func (m Method) String() string {
 		return "copy_file_range"
 	case ReadWrite:
 		return "read/write"
-	case Rename:
-		return "rename"
+	case Link:
+		return "link"
 	}
 	return fmt.Sprintf("Method(%d)", int(m))
 }
@@ -49,7 +50,7 @@ type Result struct {
 	Method Method
 	// Size is the image's apparent size in bytes.
 	Size int64
-	// Copied is the number of data bytes copied (0 for Reflink and Rename).
+	// Copied is the number of data bytes copied (0 for Reflink and Link).
 	Copied int64
 }
 
@@ -82,6 +83,14 @@ func copyImage(ctx context.Context, src, dst string, o *options) (Result, error)
 		return Result{}, err
 	}
 	defer in.Close()
+	return copyOpen(ctx, in, dst, o)
+}
+
+// copyOpen copies the open file in to dst (see Copy).
+func copyOpen(ctx context.Context, in *os.File, dst string, o *options) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(in.Fd()), &st); err != nil {
 		return Result{}, fmt.Errorf("stat source: %w", err)

@@ -154,10 +154,6 @@ type Info struct {
 var infoKeys = []string{"pool", "vid", "rw", "source", "save_on_stop", "snap_on_start",
 	"size", "usage", "revisions_to_keep", "ephemeral", "is_outdated"}
 
-// InfoKeys returns the property names Info.Fields and Info.Property know,
-// in qvm-volume info's order (besides "revisions").
-func InfoKeys() []string { return append([]string(nil), infoKeys...) }
-
 // Fields returns (name, value) rows as `qvm-volume info VM:VOLUME` prints
 // them (Python's str() of each value: True/False, "" for no source,
 // "-1 (snapshot disabled)" for revisions_to_keep -1).

@@ -16,18 +16,18 @@ const (
 	// FromVM copies an image of another VM (qvm-clone; a StandaloneVM made
 	// with --template copies the template's root and private).
 	FromVM SourceKind = iota
-	// CopyFile copies a user's image file, checked by ValidateImage
-	// (--root-copy-from).
-	CopyFile
-	// MoveFile moves a user's image file, checked by ValidateImage
-	// (--root-move-from).
-	MoveFile
+	// Imported places a user's image file opened with OpenImport
+	// (--root-copy-from, --root-move-from; see Import.Place).
+	Imported
 )
 
 // Source is an existing image a new VM's volume starts from.
 type Source struct {
+	// Path is the image of a FromVM source.
 	Path string
 	Kind SourceKind
+	// Import is the user's image of an Imported source.
+	Import *Import
 }
 
 // CloneSources returns the images qvm-clone copies from a VM of class whose
@@ -68,22 +68,17 @@ func Provision(ctx context.Context, dir, class string, sources map[string]Source
 			own[s.Name] = s
 		}
 	}
-	var move string
 	for name, src := range sources {
 		if _, ok := own[name]; !ok {
+			what := src.Path
+			if src.Import != nil {
+				what = src.Import.Path
+			}
 			return fmt.Errorf("provision %s: a %s has no %s image of its own (it uses its template's), so it cannot "+
-				"be given one from %s; use a %s or %s for that", dir, class, name, src.Path, StandaloneVM, TemplateVM)
+				"be given one from %s; use a %s or %s for that", dir, class, name, what, StandaloneVM, TemplateVM)
 		}
-		if src.Kind == CopyFile || src.Kind == MoveFile {
-			if _, err := ValidateImage(src.Path); err != nil {
-				return fmt.Errorf("provision %s: %w", dir, err)
-			}
-		}
-		if src.Kind == MoveFile {
-			if move != "" {
-				return fmt.Errorf("provision %s: only one image can be moved in (%s and %s)", dir, move, name)
-			}
-			move = name
+		if src.Kind == Imported && src.Import == nil {
+			return fmt.Errorf("provision %s: the %s image to import is missing", dir, name)
 		}
 	}
 
@@ -116,7 +111,7 @@ func Provision(ctx context.Context, dir, class string, sources map[string]Source
 	}()
 
 	for _, s := range specs {
-		if !s.OwnImage() || s.Name == move {
+		if !s.OwnImage() {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -131,16 +126,16 @@ func Provision(ctx context.Context, dir, class string, sources map[string]Source
 			made = append(made, dst)
 			continue
 		}
-		if _, err := Copy(ctx, src.Path, dst, withDefaultLabel(opts, s.Name)...); err != nil {
+		var err error
+		if src.Kind == Imported {
+			_, err = src.Import.Place(ctx, dst, withDefaultLabel(opts, s.Name)...)
+		} else {
+			_, err = Copy(ctx, src.Path, dst, withDefaultLabel(opts, s.Name)...)
+		}
+		if err != nil {
 			return fmt.Errorf("provision %s: %w", dir, err)
 		}
 		made = append(made, dst)
-	}
-	if move != "" {
-		dst := ImagePath(dir, move)
-		if _, err := MoveFrom(ctx, sources[move].Path, dst, withDefaultLabel(opts, move)...); err != nil {
-			return fmt.Errorf("provision %s: %w", dir, err)
-		}
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("provision %s: %w", dir, err)

@@ -59,16 +59,6 @@ var fileVolumes = [...]string{Root, Private, Volatile}
 // order: root (xvda), private (xvdb), volatile (xvdc).
 func FileVolumes() []string { return append([]string(nil), fileVolumes[:]...) }
 
-// IsFileVolume reports whether name is kept as an image file.
-func IsFileVolume(name string) bool {
-	for _, n := range fileVolumes {
-		if n == name {
-			return true
-		}
-	}
-	return false
-}
-
 // ImageName is the file name of a volume's image: "root" -> "root.img".
 func ImageName(volume string) string { return volume + ".img" }
 
@@ -116,8 +106,12 @@ func checkSize(size int64) error {
 		return fmt.Errorf("size %d bytes: an image needs a positive size", size)
 	}
 	if size%SectorSize != 0 {
-		return fmt.Errorf("size %d bytes is not a whole number of %d-byte sectors: use %d or %d",
-			size, SectorSize, size/SectorSize*SectorSize, (size/SectorSize+1)*SectorSize)
+		down, up := size/SectorSize*SectorSize, roundUpSectors(size)
+		if up == down {
+			// Past the largest whole-sector size: only rounding down fits.
+			return fmt.Errorf("size %d bytes is not a whole number of %d-byte sectors: use %d", size, SectorSize, down)
+		}
+		return fmt.Errorf("size %d bytes is not a whole number of %d-byte sectors: use %d or %d", size, SectorSize, down, up)
 	}
 	return nil
 }

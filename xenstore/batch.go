@@ -27,9 +27,6 @@ func (c *Client) Batch() *Batch { return &Batch{c: c} }
 // Batch returns an empty batch of requests in the transaction.
 func (tx *Transaction) Batch() *Batch { return &Batch{c: tx.c, tx: tx} }
 
-// Len returns the number of requests in the batch.
-func (b *Batch) Len() int { return len(b.reqs) }
-
 func (b *Batch) add(t msgType, path string, out *[]byte, parts ...[]byte) bool {
 	r := &request{t: t, path: path, parts: parts}
 	if err := checkRequest(r); err != nil {

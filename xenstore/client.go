@@ -59,7 +59,14 @@ type Config struct {
 	OneMessagePerWrite bool
 	// Logger gets connection events (lost, restored). Nil: slog.Default().
 	Logger *slog.Logger
+	// TransactionRetryLimit bounds how long Transaction retries a
+	// transaction that keeps conflicting with other writers; zero means
+	// DefaultTransactionRetryLimit.
+	TransactionRetryLimit time.Duration
 }
+
+// DefaultTransactionRetryLimit is how long Transaction retries by default.
+const DefaultTransactionRetryLimit = 30 * time.Second
 
 // Client is a connection to xenstored that reconnects when it breaks.
 type Client struct {
@@ -67,6 +74,7 @@ type Client struct {
 	perWrite bool
 	log      *slog.Logger
 	closing  chan struct{}
+	retryFor time.Duration
 
 	mu         sync.Mutex
 	cur        *conn
@@ -90,6 +98,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		log:      cfg.Logger,
 		closing:  make(chan struct{}),
 		watches:  make(map[string]*Watch),
+		retryFor: cfg.TransactionRetryLimit,
+	}
+	if c.retryFor <= 0 {
+		c.retryFor = DefaultTransactionRetryLimit
 	}
 	if c.log == nil {
 		c.log = slog.Default()

@@ -789,3 +789,36 @@ func TestClose(t *testing.T) {
 		t.Fatalf("watch Err after Close: %v", w.Err())
 	}
 }
+
+// TestTransactionRetryLimit: a transaction that conflicts on every attempt
+// (another writer changes its node each time) is given up after the
+// client's retry limit, with EAGAIN in the error, instead of forever.
+func TestTransactionRetryLimit(t *testing.T) {
+	d := xenstoretest.Start(t)
+	ctx := testCtx(t)
+	c, err := xenstore.Open(ctx, xenstore.Config{Path: d.Socket, TransactionRetryLimit: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other := d.Client()
+	mustWrite(t, c, "/hot", "0")
+	runs := 0
+	err = c.Transaction(ctx, func(tx *xenstore.Transaction) error {
+		runs++
+		if _, err := tx.Read(ctx, "/hot"); err != nil {
+			return err
+		}
+		if err := tx.WriteString(ctx, "/hot", "mine"); err != nil {
+			return err
+		}
+		// Another writer gets in before every commit.
+		return other.WriteString(ctx, "/hot", fmt.Sprint(runs))
+	})
+	if !errors.Is(err, syscall.EAGAIN) || !strings.Contains(err.Error(), "still conflicting") {
+		t.Fatalf("err = %v, want the retries given up with EAGAIN", err)
+	}
+	if runs < 2 {
+		t.Errorf("%d attempts: the transaction was not retried", runs)
+	}
+}

@@ -99,11 +99,6 @@ func (tx *Transaction) ReadString(ctx context.Context, path string) (string, err
 	return string(v), err
 }
 
-// Write sets the value of the node at path within the transaction.
-func (tx *Transaction) Write(ctx context.Context, path string, value []byte) error {
-	return tx.c.write(ctx, tx, path, value)
-}
-
 // WriteString is Write with a string value.
 func (tx *Transaction) WriteString(ctx context.Context, path, value string) error {
 	return tx.c.write(ctx, tx, path, []byte(value))
@@ -112,21 +107,6 @@ func (tx *Transaction) WriteString(ctx context.Context, path, value string) erro
 // Mkdir creates the node at path within the transaction.
 func (tx *Transaction) Mkdir(ctx context.Context, path string) error {
 	return tx.c.simple(ctx, tx, msgMkdir, path)
-}
-
-// Rm removes the node at path and its children within the transaction.
-func (tx *Transaction) Rm(ctx context.Context, path string) error {
-	return tx.c.simple(ctx, tx, msgRm, path)
-}
-
-// Directory lists the children of the node at path within the transaction.
-func (tx *Transaction) Directory(ctx context.Context, path string) ([]string, error) {
-	return tx.c.directory(ctx, tx, path)
-}
-
-// GetPerms returns the permission list of the node at path.
-func (tx *Transaction) GetPerms(ctx context.Context, path string) (Perms, error) {
-	return tx.c.getPerms(ctx, tx, path)
 }
 
 // SetPerms replaces the permission list of the node at path within the
@@ -138,12 +118,14 @@ func (tx *Transaction) SetPerms(ctx context.Context, path string, perms Perms) e
 // Transaction runs fn in a transaction and commits it. When the commit (or
 // any call in fn) fails with EAGAIN, because another writer got in first,
 // it runs fn again in a new transaction, after a short random pause, until
-// it succeeds, fails otherwise, or ctx ends. When fn returns an error the
+// it succeeds, fails otherwise, ctx ends, or the client's retry limit
+// (Config.TransactionRetryLimit) has passed. When fn returns an error the
 // transaction is aborted and the error returned. fn need not end tx
 // itself and must not keep it.
 func (c *Client) Transaction(ctx context.Context, fn func(tx *Transaction) error) error {
 	backoff := time.Millisecond
-	for {
+	giveUp := time.Now().Add(c.retryFor)
+	for attempt := 1; ; attempt++ {
 		tx, err := c.Begin(ctx)
 		if err != nil {
 			return err
@@ -160,6 +142,9 @@ func (c *Client) Transaction(ctx context.Context, fn func(tx *Transaction) error
 		}
 		if err == nil || !errors.Is(err, syscall.EAGAIN) {
 			return err
+		}
+		if time.Now().After(giveUp) {
+			return fmt.Errorf("xenstore transaction still conflicting with other writers after %d attempts in %v: %w", attempt, c.retryFor, err)
 		}
 		if err := sleepJitter(ctx, backoff); err != nil {
 			return err

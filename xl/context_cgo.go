@@ -32,6 +32,9 @@ type Context struct {
 	cb     *callbacks
 	handle cgo.Handle
 	sysfs  string
+	// recheck is how often a deathWatch asks for the domain's state
+	// itself (deathRecheck; tests shorten it).
+	recheck time.Duration
 
 	stopR, stopW *os.File // wakes the event loop to stop
 	loopDone     chan struct{}
@@ -152,7 +155,7 @@ func Open(ctx context.Context, logger *slog.Logger) (*Context, error) {
 		}
 		return nil, fmt.Errorf("open libxl: is this dom0 with xenstored running? %w", err)
 	}
-	c := &Context{ctx: lctx, lg: lg, cb: cb, handle: h, sysfs: "/sys"}
+	c := &Context{ctx: lctx, lg: lg, cb: cb, handle: h, sysfs: "/sys", recheck: deathRecheck}
 
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -511,49 +514,6 @@ func (c *Context) cdrom(ctx context.Context, domid uint32, d Disk) error {
 	return nil
 }
 
-// PCIAdd passes the host PCI device p through to the running domain domid
-// (libxl_device_pci_add), after the strict-reset check unless
-// p.NoStrictReset.
-func (c *Context) PCIAdd(ctx context.Context, domid uint32, p PCIDevice) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if !p.NoStrictReset {
-		if err := CheckPCIReset(c.sysfs, p.Addr); err != nil {
-			return fmt.Errorf("domain %d: %w", domid, err)
-		}
-	}
-	var cp C.libxl_device_pci
-	fillPCI(&cp, &p)
-	defer C.libxl_device_pci_dispose(&cp)
-	if rc := C.libxl_device_pci_add(c.ctx, C.uint32_t(domid), &cp, nil); rc != 0 {
-		return fmt.Errorf("domain %d: attach PCI device %s: %w", domid, p.Addr, libxlDomErr("libxl_device_pci_add", domid, rc))
-	}
-	return nil
-}
-
-// PCIRemove takes the PCI device at addr away from domid: politely
-// (libxl_device_pci_remove, the guest is asked to release it) or, with
-// force, at once (libxl_device_pci_destroy).
-func (c *Context) PCIRemove(ctx context.Context, domid uint32, addr PCIAddress, force bool) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var cp C.libxl_device_pci
-	fillPCI(&cp, &PCIDevice{Addr: addr})
-	defer C.libxl_device_pci_dispose(&cp)
-	op, rc := "libxl_device_pci_remove", C.int(0)
-	if force {
-		op, rc = "libxl_device_pci_destroy", C.libxl_device_pci_destroy(c.ctx, C.uint32_t(domid), &cp, nil)
-	} else {
-		rc = C.libxl_device_pci_remove(c.ctx, C.uint32_t(domid), &cp, nil)
-	}
-	if rc != 0 {
-		return fmt.Errorf("domain %d: detach PCI device %s: %w", domid, addr, libxlDomErr(op, domid, rc))
-	}
-	return nil
-}
-
 // deathWatch follows one domain's shutdown and death events.
 type deathWatch struct {
 	c     *Context
@@ -581,16 +541,19 @@ func (w *deathWatch) close() {
 }
 
 // deathRecheck is how often a waiting deathWatch also asks for the
-// domain's state itself. libxl's events normally come first; the check
-// makes a wait end even if an event were missed (seen in a process whose
-// only libxl call was the watch itself: the guest's shutdown went
-// unreported until some other libxl call ran).
+// domain's state itself. The check makes a wait end even if an event were
+// missed (seen in a process whose only libxl call was the watch itself:
+// the guest's shutdown went unreported until some other libxl call ran).
+// It may also see a shutdown before libxl reports it (under emulation
+// libxl's event came half a second later): next reports each shutdown
+// once.
 const deathRecheck = 2 * time.Second
 
 // next waits for the domain's next event: shutdown (with its reason) or
-// death.
+// death. The shutdown is reported once, whether libxl's event or the
+// recheck saw it first.
 func (w *deathWatch) next(ctx context.Context) (domEvent, error) {
-	tick := time.NewTicker(deathRecheck)
+	tick := time.NewTicker(w.c.recheck)
 	defer tick.Stop()
 	for {
 		select {
@@ -599,6 +562,9 @@ func (w *deathWatch) next(ctx context.Context) (domEvent, error) {
 				return ev, errors.New("libxl event handling failed or the context was closed (see the log)")
 			}
 			if ev.kind == evDomainShutdown {
+				if w.shutdownSeen {
+					continue // the recheck reported it already
+				}
 				w.shutdownSeen = true
 			}
 			return ev, nil
@@ -615,25 +581,6 @@ func (w *deathWatch) next(ctx context.Context) (domEvent, error) {
 			return domEvent{}, ctx.Err()
 		}
 	}
-}
-
-// WaitShutdown waits until domid shuts down or disappears, and says why:
-// Xen's shutdown reason, or ReasonDestroyed when it vanished without
-// shutting down. The domain is left as it is (see WaitDeath).
-func (c *Context) WaitShutdown(ctx context.Context, domid uint32) (ShutdownReason, error) {
-	w, err := c.watchDeath(domid)
-	if err != nil {
-		return "", err
-	}
-	defer w.close()
-	ev, err := w.next(ctx)
-	if err != nil {
-		return "", fmt.Errorf("wait for domain %d to shut down: %w", domid, err)
-	}
-	if ev.kind == evDomainShutdown {
-		return shutdownReasonFromXen(ev.detail), nil
-	}
-	return ReasonDestroyed, nil
 }
 
 // WaitDeath waits until domid is gone. When it shuts down first (the

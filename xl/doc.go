@@ -2,7 +2,7 @@
 // description of a domain (DomainConfig) into libxl's libxl_domain_config,
 // renders it as libxl's own JSON and as xl.cfg text that `xl create`
 // accepts, and runs the domain lifecycle (create, shutdown, destroy,
-// pause, list, CD-ROM and PCI hotplug, waiting for a domain's death)
+// pause, list, CD-ROM media change, waiting for a domain's death)
 // through libxl with its log routed to log/slog.
 //
 // The package knows Xen and libxl, nothing about the VMs a toolstack
@@ -20,7 +20,6 @@
 //
 // The marshalling tests need no hypervisor: libxl's JSON generator and
 // libxlutil's xl.cfg parser run without one. The lifecycle tests need a real
-// Xen dom0 and run only when QVM_TEST_XEN=1 is set (the nested-Xen test bed
-// sets it); without it they are skipped and are not counted as a missing
-// prerequisite, because a hypervisor cannot be installed by `make deps`.
+// Xen dom0: TestXen boots the nested-Xen test bed (package e2e/xenvm) and
+// runs them in its dom0, as part of `go test ./...`.
 package xl

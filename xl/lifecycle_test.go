@@ -9,61 +9,148 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/internal/testenv"
 )
 
-// The lifecycle tests need a real Xen dom0. They run only when the
-// nested-Xen test bed sets QVM_TEST_XEN=1; a hypervisor is not something
-// `make deps` can install, so without it they are skipped, not counted as
-// a missing prerequisite (strict mode does not fail them).
-//
-// The test bed provides:
-//
-//	QVM_TEST_XEN=1             run these tests (as root, in dom0)
-//	QVM_TEST_XEN_KERNEL=PATH   a guest kernel with PV and PVH entry points (required)
-//	QVM_TEST_XEN_RAMDISK=PATH  an initramfs whose /init powers the guest off at once,
-//	                           or, with qvm.stay=1 on the kernel command line, keeps
-//	                           running until asked to shut down (its /sbin/poweroff
-//	                           must power off) (required)
-//	QVM_TEST_XEN_CMDLINE=TEXT  the guest kernel command line (default "console=hvc0")
-//	QVM_TEST_XEN_HVM=1         also run the HVM tests (device model in dom0)
-//	QVM_TEST_XEN_ISO=PATH      an image for the CD-ROM test (default: a temp file)
+// The lifecycle tests need a real Xen dom0: TestXen boots the nested-Xen
+// test bed (package e2e/xenvm) once, with Xen's device model in dom0 for
+// the HVM test, and runs them there, in dom0, as its subtests. Their guests
+// are the bed's: the Debian kernel (PV and PVH entry points) with the tiny
+// guest image, whose init (cmd/guestinit) powers the guest off at once or,
+// with qvm.after=wait, waits to be shut down.
 
+// xenEnv is what the tests in dom0 boot their guests from.
 type xenEnv struct {
 	kernel, ramdisk, cmdline string
-	hvm                      bool
-	iso                      string
+	iso                      string // a disc image for the CD-ROM test
 }
 
-func requireXen(t *testing.T) xenEnv {
-	t.Helper()
-	if os.Getenv("QVM_TEST_XEN") != "1" {
-		t.Skip("needs a real Xen dom0: set QVM_TEST_XEN=1 (the nested-Xen test bed does)")
+// The CD-ROM test's disc: its name in the host share, and its label.
+const (
+	xlISO      = "xl-cd.iso"
+	xlISOLabel = "QVMXLTEST"
+)
+
+// TestXen boots the test bed and, in its dom0, runs the lifecycle tests
+// against real Xen through libxl.
+func TestXen(t *testing.T) {
+	if !xenvm.Inside() {
+		p := xenvm.RequireParts(t)
+		files := p.GuestFiles()
+		files[xlISO] = buildISO(t)
+		xenvm.RunTest(context.Background(), t, xenvm.Config{
+			Parts:        p,
+			ExtraInitrds: []string{xenvm.RequireDom0QEMU(t, p)},
+			Files:        files,
+			// Xen scrubs free memory in the background after boot by
+			// default, which under emulation slows the first HVM guest
+			// for minutes.
+			XenArgs: []string{"bootscrub=0"},
+			Timeout: 30 * time.Minute,
+		})
+		return
 	}
+	e := insideEnv(t)
+	t.Run("Host", func(t *testing.T) { testXenHost(t) })
+	t.Run("PVLifecycle", func(t *testing.T) { testXenPVLifecycle(t, e) })
+	t.Run("WaitDeathRecheck", func(t *testing.T) { testXenWaitDeathRecheck(t, e) })
+	t.Run("DestroyWakesWaiters", func(t *testing.T) { testXenDestroyWakesWaiters(t, e) })
+	t.Run("ShutdownTimeout", func(t *testing.T) { testXenShutdownTimeout(t, e) })
+	t.Run("CleanShutdown", func(t *testing.T) { testXenCleanShutdown(t, e) })
+	t.Run("CreateCancel", func(t *testing.T) { testXenCreateCancel(t, e) })
+	t.Run("CreateFailureLeavesNothing", func(t *testing.T) { testXenCreateFailureLeavesNothing(t, e) })
+	t.Run("HVMCDROM", func(t *testing.T) { testXenHVMCDROM(t, e) })
+	requireOnlyDom0(t)
+}
+
+// buildISO makes a small ISO 9660 disc (one file) for the CD-ROM test.
+func buildISO(t *testing.T) string {
+	t.Helper()
+	xorriso := testenv.LookPath(t, "xorriso")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "README"), []byte("package xl's CD-ROM test disc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iso := filepath.Join(dir, xlISO)
+	if out, err := exec.Command(xorriso, "-as", "mkisofs", "-quiet", "-V", xlISOLabel, "-o", iso, root).CombinedOutput(); err != nil {
+		t.Fatalf("xorriso: %v\n%s", err, out)
+	}
+	return iso
+}
+
+// insideEnv checks that this is the bed's dom0 and copies the guest
+// kernel, image and disc from the host share into dom0's memory: guests
+// boot from there, not over 9p.
+func insideEnv(t *testing.T) xenEnv {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireFile(t, "/proc/xen/capabilities")
+	dir := t.TempDir()
 	e := xenEnv{
-		kernel:  os.Getenv("QVM_TEST_XEN_KERNEL"),
-		ramdisk: os.Getenv("QVM_TEST_XEN_RAMDISK"),
-		cmdline: os.Getenv("QVM_TEST_XEN_CMDLINE"),
-		hvm:     os.Getenv("QVM_TEST_XEN_HVM") == "1",
-		iso:     os.Getenv("QVM_TEST_XEN_ISO"),
+		kernel:  filepath.Join(dir, "vmlinuz"),
+		ramdisk: filepath.Join(dir, "guest.cpio.gz"),
+		cmdline: "console=hvc0 quiet",
+		iso:     filepath.Join(dir, xlISO),
 	}
-	if e.kernel == "" || e.ramdisk == "" {
-		t.Fatal("QVM_TEST_XEN=1 needs QVM_TEST_XEN_KERNEL and QVM_TEST_XEN_RAMDISK")
-	}
-	testenv.RequireFile(t, e.kernel)
-	testenv.RequireFile(t, e.ramdisk)
-	if e.cmdline == "" {
-		e.cmdline = "console=hvc0"
+	for src, dst := range map[string]string{
+		xenvm.GuestKernel:                      e.kernel,
+		xenvm.GuestImage:                       e.ramdisk,
+		filepath.Join(xenvm.ShareMount, xlISO): e.iso,
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return e
+}
+
+// requireOnlyDom0 fails unless Domain-0 is the only domain left.
+func requireOnlyDom0(t *testing.T) {
+	t.Helper()
+	c, _ := openXen(t)
+	doms, err := c.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doms) != 1 || doms[0].ID != 0 {
+		t.Fatalf("domains left after the tests: %+v", doms)
+	}
+}
+
+// waitConsole waits until the console log of the guest called name (as
+// dom0's xenconsoled writes it) holds want: the guest is then up.
+func waitConsole(t *testing.T, ctx context.Context, name, want string) {
+	t.Helper()
+	path := filepath.Join("/var/log/xen/console", "guest-"+name+".log")
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(want)) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			b, _ := os.ReadFile(path)
+			t.Fatalf("guest %s: no %q on its console: %v; console log:\n%s", name, want, ctx.Err(), xenvm.Tail(b, 30))
+		case <-tick.C:
+		}
+	}
 }
 
 // logBuffer collects slog output for assertions.
@@ -93,7 +180,7 @@ func openXen(t *testing.T) (*Context, *logBuffer) {
 	}
 	t.Cleanup(func() {
 		c.Close()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("QVM_DEBUG") != "" {
 			t.Logf("libxl log:\n%s", lb.String())
 		}
 	})
@@ -121,7 +208,7 @@ func cleanupDomain(t *testing.T, c *Context, name string) {
 // fail, saying why, and not crash.
 func TestOpenWithoutXen(t *testing.T) {
 	if _, err := os.Stat("/proc/xen/capabilities"); err == nil {
-		t.Skip("this machine runs Xen; TestXenHost covers Open")
+		t.Skip("this machine runs Xen; TestXen/Host covers Open")
 	}
 	lb := &logBuffer{}
 	c, err := Open(context.Background(), slog.New(slog.NewTextHandler(lb, nil)))
@@ -138,8 +225,7 @@ func TestOpenWithoutXen(t *testing.T) {
 	}
 }
 
-func TestXenHost(t *testing.T) {
-	requireXen(t)
+func testXenHost(t *testing.T) {
 	c, lb := openXen(t)
 	ctx := context.Background()
 	pi, err := c.PhysInfo(ctx)
@@ -177,18 +263,19 @@ func TestXenHost(t *testing.T) {
 	_ = lb
 }
 
-// TestXenPVLifecycle: create (unpaused), list, pause, unpause, then a
+// testXenPVLifecycle: create (unpaused), list, pause, unpause, then a
 // guest-initiated poweroff seen by WaitDeath, which destroys the domain.
-func TestXenPVLifecycle(t *testing.T) {
+func testXenPVLifecycle(t *testing.T, e xenEnv) {
 	for _, ty := range []DomainType{PV, PVH} {
 		t.Run(string(ty), func(t *testing.T) {
-			e := requireXen(t)
-			c, _ := openXen(t)
+			c, lb := openXen(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			if ty == PVH {
+				// The bed offers HVM (SVM with nested paging): a
+				// host that cannot run PVH is a broken bed.
 				if err := c.CheckType(ctx, PVH); err != nil {
-					t.Skipf("host cannot run PVH: %v", err)
+					t.Fatalf("host cannot run PVH: %v", err)
 				}
 			}
 			cfg := testDomain(e, ty, "qvm-test-"+string(ty))
@@ -233,14 +320,46 @@ func TestXenPVLifecycle(t *testing.T) {
 			if _, err := c.DomainInfo(ctx, id); !errors.Is(err, ErrNoDomain) {
 				t.Fatalf("domain %d still there after WaitDeath: %v", id, err)
 			}
+			if n := strings.Count(lb.String(), "domain shut down, destroying it"); n != 1 {
+				t.Fatalf("WaitDeath handled the shutdown %d times, want once", n)
+			}
 		})
 	}
 }
 
-// TestXenDestroyWakesWaiters: Destroy ends WaitDeath with ReasonDestroyed;
+// testXenWaitDeathRecheck: WaitDeath also asks for the domain's state
+// itself (every 2 s; here every 10 ms, so that it sees the guest's
+// poweroff before libxl's event comes): the shutdown is still handled
+// once, the domain destroyed once, and WaitDeath ends with poweroff.
+func testXenWaitDeathRecheck(t *testing.T, e xenEnv) {
+	c, lb := openXen(t)
+	c.recheck = 10 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := testDomain(e, PV, "qvm-test-recheck")
+	cleanupDomain(t, c, cfg.Name)
+	id, err := c.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason, err := c.WaitDeath(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason != ReasonPoweroff {
+		t.Fatalf("WaitDeath reason = %s, want poweroff (the test ramdisk powers off)", reason)
+	}
+	if _, err := c.DomainInfo(ctx, id); !errors.Is(err, ErrNoDomain) {
+		t.Fatalf("domain %d still there after WaitDeath: %v", id, err)
+	}
+	if n := strings.Count(lb.String(), "domain shut down, destroying it"); n != 1 {
+		t.Fatalf("WaitDeath handled the shutdown %d times, want once (libxl's event and its own recheck are one shutdown)", n)
+	}
+}
+
+// testXenDestroyWakesWaiters: Destroy ends WaitDeath with ReasonDestroyed;
 // a cancelled WaitDeath returns at once and leaves the domain alone.
-func TestXenDestroyWakesWaiters(t *testing.T) {
-	e := requireXen(t)
+func testXenDestroyWakesWaiters(t *testing.T, e xenEnv) {
 	c, _ := openXen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -281,10 +400,9 @@ func TestXenDestroyWakesWaiters(t *testing.T) {
 	}
 }
 
-// TestXenShutdownTimeout: a guest that ignores the shutdown request is
+// testXenShutdownTimeout: a guest that ignores the shutdown request is
 // destroyed after the timeout.
-func TestXenShutdownTimeout(t *testing.T) {
-	e := requireXen(t)
+func testXenShutdownTimeout(t *testing.T, e xenEnv) {
 	c, _ := openXen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -311,20 +429,22 @@ func TestXenShutdownTimeout(t *testing.T) {
 	}
 }
 
-// TestXenCleanShutdown: a running guest asked to shut down does so before
+// testXenCleanShutdown: a running guest asked to shut down does so before
 // the timeout, and is gone afterwards.
-func TestXenCleanShutdown(t *testing.T) {
-	e := requireXen(t)
+func testXenCleanShutdown(t *testing.T, e xenEnv) {
 	c, _ := openXen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cfg := testDomain(e, PV, "qvm-test-clean")
-	cfg.Cmdline = e.cmdline + " qvm.stay=1"
+	cfg.Cmdline = e.cmdline + " qvm.after=wait"
 	cleanupDomain(t, c, cfg.Name)
 	id, err := c.Create(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A request that comes while the guest still boots finds no
+	// /sbin/poweroff to run: ask once its init waits for it.
+	waitConsole(t, ctx, cfg.Name, "guestinit: waiting for shutdown")
 	forced, err := c.Shutdown(ctx, id, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -337,10 +457,9 @@ func TestXenCleanShutdown(t *testing.T) {
 	}
 }
 
-// TestXenCreateCancel: cancelling Create part way aborts it and leaves no
+// testXenCreateCancel: cancelling Create part way aborts it and leaves no
 // domain behind.
-func TestXenCreateCancel(t *testing.T) {
-	e := requireXen(t)
+func testXenCreateCancel(t *testing.T, e xenEnv) {
 	c, _ := openXen(t)
 	cfg := testDomain(e, PV, "qvm-test-cancel")
 	cleanupDomain(t, c, cfg.Name)
@@ -363,10 +482,9 @@ func TestXenCreateCancel(t *testing.T) {
 	}
 }
 
-// TestXenCreateFailureLeavesNothing: a config libxl cannot build leaves
+// testXenCreateFailureLeavesNothing: a config libxl cannot build leaves
 // no domain behind.
-func TestXenCreateFailureLeavesNothing(t *testing.T) {
-	e := requireXen(t)
+func testXenCreateFailureLeavesNothing(t *testing.T, e xenEnv) {
 	c, lb := openXen(t)
 	ctx := context.Background()
 	cfg := testDomain(e, PV, "qvm-test-broken")
@@ -383,15 +501,11 @@ func TestXenCreateFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestXenHVMCDROM: an HVM domain (device model in dom0) started with a
+// testXenHVMCDROM: an HVM domain (device model in dom0) started with a
 // medium in its CD-ROM drive; eject and insert through libxl. (A drive
 // that starts empty cannot take a medium with Xen 4.17 and QEMU 7.2: see
 // Disk.CDROM.)
-func TestXenHVMCDROM(t *testing.T) {
-	e := requireXen(t)
-	if !e.hvm {
-		t.Skip("set QVM_TEST_XEN_HVM=1 to run the HVM tests")
-	}
+func testXenHVMCDROM(t *testing.T, e xenEnv) {
 	c, _ := openXen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -399,15 +513,9 @@ func TestXenHVMCDROM(t *testing.T) {
 		t.Fatal(err)
 	}
 	iso := e.iso
-	if iso == "" {
-		iso = filepath.Join(t.TempDir(), "cd.iso")
-		if err := os.WriteFile(iso, make([]byte, 1<<20), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cfg := &DomainConfig{
 		Name: "qvm-test-hvm", UUID: NewUUID(), Type: HVM, VCPUs: 1, MemoryMiB: 256,
-		Kernel: e.kernel, Ramdisk: e.ramdisk, Cmdline: e.cmdline + " qvm.stay=1",
+		Kernel: e.kernel, Ramdisk: e.ramdisk, Cmdline: e.cmdline + " qvm.after=wait",
 		HVM:   HVMConfig{ACPI: true, APIC: true, PAE: true, VGA: VGANone, Keymap: "en-us", Boot: "dc"},
 		Disks: []Disk{{Vdev: "hdc", CDROM: true, Target: iso}},
 	}

@@ -77,19 +77,6 @@ func (c *Context) CDROMEject(ctx context.Context, domid uint32, vdev string) err
 	return ErrNoLibxl
 }
 
-// PCIAdd returns ErrNoLibxl.
-func (c *Context) PCIAdd(ctx context.Context, domid uint32, p PCIDevice) error { return ErrNoLibxl }
-
-// PCIRemove returns ErrNoLibxl.
-func (c *Context) PCIRemove(ctx context.Context, domid uint32, addr PCIAddress, force bool) error {
-	return ErrNoLibxl
-}
-
-// WaitShutdown returns ErrNoLibxl.
-func (c *Context) WaitShutdown(ctx context.Context, domid uint32) (ShutdownReason, error) {
-	return "", ErrNoLibxl
-}
-
 // WaitDeath returns ErrNoLibxl.
 func (c *Context) WaitDeath(ctx context.Context, domid uint32) (ShutdownReason, error) {
 	return "", ErrNoLibxl

@@ -317,9 +317,9 @@ type PCIDevice struct {
 	// libxl has no such field: libxl resets a device itself when it
 	// is assigned and removed, and only logs when that fails. Strict
 	// reset is a toolstack rule (libvirt's, which Qubes patched in as
-	// nostrictreset): unless NoStrictReset is set, Context.Create and
-	// Context.PCIAdd refuse a device whose sysfs node has no "reset"
-	// file, i.e. for which the kernel knows no FLR, PM or bus reset.
+	// nostrictreset): unless NoStrictReset is set, Context.Create
+	// refuses a device whose sysfs node has no "reset" file, i.e. for
+	// which the kernel knows no FLR, PM or bus reset.
 	// It appears in neither libxl's JSON nor the xl.cfg text.
 	NoStrictReset bool
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/stubdom/testiso"
+	model "github.com/qvm-project/qvm/vm"
 )
 
 // installerISO is the demo's "installer" disc in the share: a small Linux
@@ -60,7 +61,7 @@ func hvmSteps() []step {
 			{"qvm-start", "my-new-vm", "--cdrom=dom0:" + iso},
 			{"qvm-prefs", "my-new-vm", "stubdom_xid"},
 			{"qvm-ls", "-n"},
-		}, check: all(lsShows("my-new-vm", "Running"), hvmDHCP("my-new-vm"))},
+		}, check: all(lsShows("my-new-vm", string(model.Running)), hvmDHCP("my-new-vm"))},
 		{title: "the installer powers off: the HVM halts and its stubdomain goes with it", check: hvmHalts("my-new-vm")},
 	}
 }
@@ -87,7 +88,7 @@ func hvmHalts(vm string) func(d *demo) string {
 		if _, err := d.run("qvm-ls", "-n"); err != nil {
 			return err.Error()
 		}
-		if msg := lsShows(vm, "Halted")(d); msg != "" {
+		if msg := lsShows(vm, string(model.Halted))(d); msg != "" {
 			return msg
 		}
 		if _, err := d.run("xl", "list"); err != nil {

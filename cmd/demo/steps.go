@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
+	model "github.com/qvm-project/qvm/vm"
 )
 
 // step is one thing the demo shows: commands to run and what to check.
@@ -166,14 +167,14 @@ func demoSteps() []step {
 			return ""
 		}},
 		{title: "start both", cmds: [][]string{{"qvm-start", "work"}, {"qvm-start", "pvvm"}}},
-		{title: "qvm-ls -n while they run", cmds: [][]string{{"qvm-ls", "-n"}}, check: all(lsShows("work", "Running"), lsShows("pvvm", "Running"))},
+		{title: "qvm-ls -n while they run", cmds: [][]string{{"qvm-ls", "-n"}}, check: all(lsShows("work", string(model.Running)), lsShows("pvvm", string(model.Running)))},
 		{title: "the guests print what qvm told them", check: all(guestNetwork("work", false), guestNetwork("pvvm", true))},
 		{title: "shut pvvm down and clone it", cmds: [][]string{
 			{"qvm-shutdown", "--wait", "pvvm"},
 			{"qvm-clone", "pvvm", "pvvm-clone"},
 			{"qvm-start", "pvvm-clone"},
 			{"qvm-ls", "-n"},
-		}, check: all(lsShows("pvvm", "Halted"), lsShows("pvvm-clone", "Running"), guestNetwork("pvvm-clone", true), func(d *demo) string {
+		}, check: all(lsShows("pvvm", string(model.Halted)), lsShows("pvvm-clone", string(model.Running)), guestNetwork("pvvm-clone", true), func(d *demo) string {
 			if d.pref("pvvm-clone", "visible_ip") == d.pref("pvvm", "visible_ip") {
 				return "the clone has its source's IP"
 			}
@@ -182,9 +183,9 @@ func demoSteps() []step {
 		{title: "stop everything and remove the clone", cmds: [][]string{
 			{"qvm-shutdown", "--wait", "work"},
 			{"qvm-kill", "pvvm-clone"},
-			{"qvm-remove", "pvvm-clone"},
+			{"qvm-remove", "-f", "pvvm-clone"},
 			{"qvm-ls", "-n"},
-		}, check: all(lsShows("work", "Halted"), lsShows("pvvm-clone", ""), func(d *demo) string {
+		}, check: all(lsShows("work", string(model.Halted)), lsShows("pvvm-clone", ""), func(d *demo) string {
 			if strings.Contains(d.last, "pvvm-clone") {
 				return "pvvm-clone is still listed"
 			}

@@ -25,6 +25,7 @@ const (
 	xenconsoled    = xenBin + "/xenconsoled"
 	xenstoreSocket = "/run/xenstored/socket"
 	qvmPath        = "/bin/qvm"
+	hotplugPath    = "/bin/qvm-hotplug"
 )
 
 // envPath is the PATH of every process dom0init starts.
@@ -43,6 +44,12 @@ var dom0Modules = []bootinit.Module{
 	{Name: "loop"},
 	{Name: "bridge"},
 	{Name: "tun"},
+	// nftables for the filter on VM interfaces (package vmfirewall);
+	// crc32c_generic first: libcrc32c (under nf_conntrack) asks the
+	// crypto API for crc32c, and nothing here would autoload it.
+	{Name: "crc32c_generic"},
+	{Name: "nf_tables"},
+	{Name: "nft_ct"},
 }
 
 // shareModules give dom0 the virtio 9p share of the host.
@@ -95,8 +102,10 @@ func run(ctx context.Context, c *console) error {
 	if err := startXen(ctx, c, r); err != nil {
 		return err
 	}
-	if err := linkQvmVerbs(ctx, r); err != nil {
-		c.say("warning: %v", err)
+	for _, bin := range []string{qvmPath, hotplugPath} {
+		if err := linkCommands(ctx, r, bin); err != nil {
+			c.say("warning: %v", err)
+		}
 	}
 	ready := uptime()
 	c.say("ready: dom0 up in %.2f s", ready)
@@ -228,17 +237,19 @@ func waitSocket(ctx context.Context, p *bootinit.Proc, path string, limit time.D
 	}
 }
 
-// linkQvmVerbs makes the qvm-VERB links of the multi-call qvm binary.
-func linkQvmVerbs(ctx context.Context, r *bootinit.Reaper) error {
-	if _, err := os.Stat(qvmPath); err != nil {
-		return fmt.Errorf("no qvm in this image: %w", err)
+// linkCommands makes the links a multi-call binary lists with
+// --list-links: the qvm-VERB links of qvm, libxl's hotplug scripts of
+// qvm-hotplug.
+func linkCommands(ctx context.Context, r *bootinit.Reaper, bin string) error {
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("no %s in this image: %w", filepath.Base(bin), err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer pr.Close()
-	p, err := r.Start(bootinit.Cmd{Path: qvmPath, Args: []string{"qvm", "--list-links"}, Env: env(nil), Stdout: pw})
+	p, err := r.Start(bootinit.Cmd{Path: bin, Args: []string{filepath.Base(bin), "--list-links"}, Env: env(nil), Stdout: pw})
 	pw.Close()
 	if err != nil {
 		return err
@@ -249,14 +260,14 @@ func linkQvmVerbs(ctx context.Context, r *bootinit.Reaper) error {
 		return err
 	}
 	if code := bootinit.ExitCode(ws); code != 0 {
-		return fmt.Errorf("qvm --list-links exited with status %d", code)
+		return fmt.Errorf("%s --list-links exited with status %d", bin, code)
 	}
-	// A link is a command beside qvm, or an absolute path (libxl's
-	// hotplug scripts in /etc/xen/scripts).
+	// A link is a command beside the binary, or an absolute path
+	// (libxl's hotplug scripts in /etc/xen/scripts).
 	for _, l := range strings.Fields(string(out)) {
-		link, target := filepath.Join(filepath.Dir(qvmPath), l), "qvm"
+		link, target := filepath.Join(filepath.Dir(bin), l), filepath.Base(bin)
 		if filepath.IsAbs(l) {
-			link, target = l, qvmPath
+			link, target = l, bin
 			if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 				return err
 			}

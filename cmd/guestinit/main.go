@@ -11,6 +11,10 @@
 //	qvm.keys=1             print this VM's keys read from xenstore, try to
 //	                       overwrite one and to read other domains' keys
 //	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
+//	qvm.probe=LIST         with qvm.dhcp: take the leased address and try
+//	                       each comma-separated probe, printing the result:
+//	                       tcp:HOST:PORT (connect), udp:HOST:PORT (send),
+//	                       udp:SRC>HOST:PORT (send with a forged source)
 //
 // Shut down by the toolstack (xl shutdown / qvm-shutdown), the guest's
 // kernel runs /sbin/poweroff (u-root's, linked there by guestinit), which
@@ -85,8 +89,14 @@ func run() error {
 		}
 	}
 	if ifname, ok := cl.Flag("qvm.dhcp"); ok {
-		if err := askDHCP(ctx, ifname); err != nil {
+		ack, err := askDHCP(ctx, ifname)
+		if err != nil {
 			say("FAILED: dhcp: %v", err)
+		}
+		if list, ok := cl.Flag("qvm.probe"); ok && ack != nil {
+			if err := probeNetwork(ctx, ifname, ack, list); err != nil {
+				say("FAILED: probe: %v", err)
+			}
 		}
 	}
 	// The marker comes last: a test that sees it has seen the lines above.

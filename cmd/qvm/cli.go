@@ -5,7 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"runtime/debug"
+	"sort"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -23,19 +24,43 @@ type cmdline struct {
 	verbose int
 	quiet   int
 	usage   string
+	// greedy flags take every following argument that is not an option,
+	// like argparse's nargs='+' (qvm-ls --class AppVM TemplateVM).
+	greedy map[string]bool
+	// exclusive are groups of flags at most one of which may be given.
+	exclusive [][]string
 }
 
-// newCmdline starts a verb's flags: --dir, --verbose, --quiet, --help.
-// usage is the synopsis after the program name, e.g. "[options] VMNAME".
+// newCmdline starts a verb's flags: --dir, --verbose, --quiet, --help,
+// --version (and --force-root, accepted and ignored, as in Qubes).
+// usage is the synopsis after the program name, e.g. "[options] VMNAME";
+// completion and the man pages read its words (see positionalKind).
 func (a *app) newCmdline(ctx context.Context, usage string) *cmdline {
-	c := &cmdline{FlagSet: pflag.NewFlagSet(a.prog, pflag.ContinueOnError), a: a, ctx: ctx, usage: usage}
+	c := &cmdline{FlagSet: pflag.NewFlagSet(a.prog, pflag.ContinueOnError), a: a, ctx: ctx, usage: usage, greedy: map[string]bool{}}
 	c.SortFlags = false
 	c.SetOutput(discard{})
 	c.StringVar(&c.dir, "dir", "", "state directory (default $"+store.EnvDir+" or "+store.DefaultDir+")")
-	c.CountVarP(&c.verbose, "verbose", "v", "more output")
-	c.CountVarP(&c.quiet, "quiet", "q", "less output")
+	c.CountVarP(&c.verbose, "verbose", "v", "increase verbosity")
+	c.CountVarP(&c.quiet, "quiet", "q", "decrease verbosity")
+	c.Bool("force-root", false, "ignored (qvm runs as root)")
+	c.Lookup("force-root").Hidden = true
 	return c
 }
+
+// verbosity is Qubes' verbosity level: 1 by default, up with each -v,
+// down with each -q.
+func (c *cmdline) verbosity() int { return 1 + c.verbose - c.quiet }
+
+// multi is a flag that takes one or more values, each as its own argument
+// (--label red green) or repeated; argparse's nargs='+'.
+func (c *cmdline) multi(p *[]string, name, short, usage string) {
+	c.StringArrayVarP(p, name, short, nil, usage)
+	c.greedy[name] = true
+}
+
+// exclude declares flags that exclude each other (argparse's mutually
+// exclusive groups).
+func (c *cmdline) exclude(names ...string) { c.exclusive = append(c.exclusive, names) }
 
 type discard struct{}
 
@@ -44,10 +69,22 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // errHelpShown means --help printed the usage: exit 0.
 var errHelpShown = errors.New("help shown")
 
+// errDescribed ends a verb run for its description (see app.describing).
+var errDescribed = errors.New("described")
+
 // parse parses args; on --help it prints the usage and returns errHelpShown.
 func (c *cmdline) parse(args []string) error {
-	c.BoolP("help", "h", false, "show this help and exit")
-	if err := c.Parse(c.protectNegatives(args)); err != nil {
+	c.BoolP("help", "h", false, "show this help message and exit")
+	c.Bool("version", false, "show the program's version and exit")
+	if c.a.describing != nil {
+		c.a.describing.cmd = c
+		return errDescribed
+	}
+	args, err := c.prepare(args)
+	if err != nil {
+		return err
+	}
+	if err := c.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			c.printUsage()
 			return errHelpShown
@@ -58,7 +95,36 @@ func (c *cmdline) parse(args []string) error {
 		c.printUsage()
 		return errHelpShown
 	}
+	if v, _ := c.GetBool("version"); v {
+		fmt.Fprintf(c.a.stdout, "%s (qvm) %s\n", c.a.prog, qvmVersion())
+		return errHelpShown
+	}
+	for _, group := range c.exclusive {
+		var given []string
+		for _, n := range group {
+			if c.Changed(n) {
+				given = append(given, "--"+n)
+			}
+		}
+		if len(given) > 1 {
+			return usagef("argument %s: not allowed with argument %s", given[1], given[0])
+		}
+	}
 	return nil
+}
+
+// qvmVersion is the module version or VCS revision qvm was built from.
+func qvmVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return bi.Main.Version
 }
 
 // negativeMark prefixes a positional argument that looks like a negative
@@ -66,21 +132,85 @@ func (c *cmdline) parse(args []string) error {
 // strip it. argparse treats such arguments as values too.
 const negativeMark = "\x00"
 
-func (c *cmdline) protectNegatives(args []string) []string {
-	out := make([]string, len(args))
+// prepare rewrites args for pflag the way argparse reads them: a unique
+// prefix of a long option stands for it (--hide for --hide-default), a
+// greedy option takes each following non-option argument, and an
+// argument that looks like a negative number is a value.
+func (c *cmdline) prepare(args []string) ([]string, error) {
+	out := make([]string, 0, len(args))
 	takesValue := false
-	for i, a := range args {
-		out[i] = a
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		if a == "--" {
-			copy(out[i:], args[i:])
+			out = append(out, args[i:]...)
 			break
 		}
-		if !takesValue && len(a) > 1 && a[0] == '-' && (a[1] >= '0' && a[1] <= '9') {
-			out[i] = negativeMark + a
+		if takesValue {
+			out = append(out, a)
+			takesValue = false
+			continue
 		}
+		if strings.HasPrefix(a, "--") && len(a) > 2 {
+			name, val, hasVal := strings.Cut(a[2:], "=")
+			full, err := c.longName(name)
+			if err != nil {
+				return nil, err
+			}
+			if full != name {
+				a = "--" + full
+				if hasVal {
+					a += "=" + val
+				}
+			}
+			if c.greedy[full] && !hasVal {
+				n := 0
+				for i+1 < len(args) && !looksLikeOption(args[i+1]) {
+					i++
+					n++
+					out = append(out, "--"+full+"="+args[i])
+				}
+				if n == 0 {
+					return nil, usagef("argument --%s: expected at least one argument", full)
+				}
+				continue
+			}
+			out = append(out, a)
+			takesValue = !hasVal && c.needsValue("--"+full)
+			continue
+		}
+		if len(a) > 1 && a[0] == '-' && (a[1] >= '0' && a[1] <= '9') {
+			out = append(out, negativeMark+a)
+			continue
+		}
+		out = append(out, a)
 		takesValue = c.needsValue(a)
 	}
-	return out
+	return out, nil
+}
+
+func looksLikeOption(a string) bool {
+	return len(a) > 1 && a[0] == '-' && !(a[1] >= '0' && a[1] <= '9')
+}
+
+// longName resolves a long option's name or its unique prefix.
+func (c *cmdline) longName(name string) (string, error) {
+	if c.Lookup(name) != nil {
+		return name, nil
+	}
+	var matches []string
+	c.VisitAll(func(f *pflag.Flag) {
+		if strings.HasPrefix(f.Name, name) && !f.Hidden {
+			matches = append(matches, f.Name)
+		}
+	})
+	switch len(matches) {
+	case 0:
+		return name, nil // pflag reports it
+	case 1:
+		return matches[0], nil
+	}
+	sort.Strings(matches)
+	return "", usagef("ambiguous option: --%s could match --%s", name, strings.Join(matches, ", --"))
 }
 
 // needsValue reports whether a is a flag whose value is the next argument.
@@ -108,12 +238,26 @@ func (c *cmdline) Args() []string {
 	return out
 }
 
+// metavar names a flag's value in --help and the man page (the default is
+// the flag's name in capitals).
+func (c *cmdline) metavar(name, m string) {
+	c.SetAnnotation(name, metavarKey, []string{m})
+}
+
+const metavarKey = "metavar"
+
+// printUsage is --help: the synopsis and each option (what the man page
+// says, in short).
 func (c *cmdline) printUsage() {
 	w := bufio.NewWriter(c.a.stdout)
 	fmt.Fprintf(w, "usage: %s %s\n\noptions:\n", c.a.prog, c.usage)
-	c.SetOutput(w)
-	c.PrintDefaults()
-	c.SetOutput(discard{})
+	var rows [][]string
+	c.VisitAll(func(f *pflag.Flag) {
+		if !f.Hidden {
+			rows = append(rows, []string{"  " + flagNames(f), f.Usage})
+		}
+	})
+	writeTable(w, rows)
 	w.Flush()
 }
 
@@ -122,73 +266,10 @@ func (c *cmdline) stateDir() string {
 	if c.dir != "" {
 		return c.dir
 	}
-	if d := os.Getenv(store.EnvDir); d != "" {
+	if d := c.a.getenv(store.EnvDir); d != "" {
 		return d
 	}
 	return store.DefaultDir
-}
-
-// openStore opens the state directory.
-func (c *cmdline) openStore() (*store.Store, error) {
-	return store.Open(c.stateDir())
-}
-
-// hostInfo describes this machine for the model's defaults.
-func (c *cmdline) hostInfo(st *store.Store) vm.Host {
-	return vm.Host{MemoryMiB: c.a.hostMemoryMiB(c.ctx), Kernels: st.Kernels()}
-}
-
-// meminfoMiB reads this kernel's memory from /proc/meminfo: the machine's
-// when not under Xen (in dom0 it would be dom0's share only).
-func meminfoMiB() int {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var kb int
-		if n, _ := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); n == 1 {
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// update makes one change to the store under its writer lock, with the
-// hypervisor's view of which VMs run attached (asked inside the lock, so
-// that it cannot go stale while the command waits for the lock).
-func (c *cmdline) update(fn func(tx *store.Tx) error) error {
-	st, err := c.openStore()
-	if err != nil {
-		return err
-	}
-	return st.Update(c.ctx, vm.Host{}, func(tx *store.Tx) error {
-		if err := setRuntime(c.ctx, c.a, tx.Sys); err != nil {
-			return err
-		}
-		tx.Sys.Host = c.hostInfo(st)
-		return fn(tx)
-	})
-}
-
-// loadSystem opens the store and reads the current system for display.
-func (c *cmdline) loadSystem() (*store.Store, *vm.System, error) {
-	st, err := c.openStore()
-	if err != nil {
-		return nil, nil, err
-	}
-	sys, err := st.Load()
-	if err != nil {
-		return nil, nil, err
-	}
-	// The runtime first: asking the hypervisor also tells the host's memory.
-	if sys.Runtime, err = c.a.runtime(c.ctx); err != nil {
-		return nil, nil, err
-	}
-	sys.Host = c.hostInfo(st)
-	return st, sys, nil
 }
 
 // splitProp splits NAME=VALUE.

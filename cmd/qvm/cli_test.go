@@ -136,7 +136,7 @@ sys-firewall    Halted   dom0          10.137.0.2  10.137.0.2  10.137.255.254
 	if got != want {
 		t.Errorf("qvm-ls -n:\n%s\nwant:\n%s", got, want)
 	}
-	e.ok("qvm-remove", "my-new-vm-copy")
+	e.ok("qvm-remove", "-f", "my-new-vm-copy")
 	if _, err := os.Stat(filepath.Join(e.dir, "appvms/my-new-vm-copy")); !os.IsNotExist(err) {
 		t.Errorf("images of removed VM remain: %v", err)
 	}
@@ -218,11 +218,12 @@ func TestSeedCommands(t *testing.T) {
 			}
 		}
 	}
-	// The imported root keeps its data and is grown to the default 10 GiB.
+	// The imported root keeps its data and its size, as Qubes' qvm-create
+	// imports it (admin.vm.volume.ImportWithSize with the file's size).
 	for _, vm := range []string{"win10", "win11"} {
 		p := filepath.Join(e.dir, "appvms", vm, "root.img")
 		fi, err := os.Stat(p)
-		if err != nil || fi.Size() != 10<<30 {
+		if err != nil || fi.Size() != 1<<20 {
 			t.Errorf("%s root: %v %v", vm, fi, err)
 		}
 		b := make([]byte, 512)
@@ -266,8 +267,7 @@ usage              0
 revisions_to_keep  0
 ephemeral          False
 is_outdated        False
-List of available revisions (for revert):
-  none
+List of available revisions (for revert): none
 `
 	if got != want {
 		t.Errorf("qvm-volume info:\n%s\nwant:\n%s", got, want)
@@ -290,9 +290,9 @@ List of available revisions (for revert):
 		{[]string{"qvm-volume", "resize", "my-new-vm:root", "1GiB"}, "refusing to shrink"},
 		{[]string{"qvm-volume", "resize", "sys-firewall:root", "20GiB"}, "resize that instead: qvm-volume resize fedora:root"},
 		{[]string{"qvm-volume", "resize", "my-new-vm:root", "lots"}, "size \"lots\""},
-		{[]string{"qvm-volume", "resize", "my-new-vm:swap", "1GiB"}, "no volume \"swap\""},
-		{[]string{"qvm-volume", "resize", "nope:root", "1GiB"}, "no such VM"},
-		{[]string{"qvm-volume", "info", "my-new-vm:root", "colour"}, "no such property"},
+		{[]string{"qvm-volume", "resize", "my-new-vm:swap", "1GiB"}, "vm 'my-new-vm' has no volume 'swap'"},
+		{[]string{"qvm-volume", "resize", "nope:root", "1GiB"}, "no vm 'nope'"},
+		{[]string{"qvm-volume", "info", "my-new-vm:root", "colour"}, "No such property: colour"},
 	} {
 		before := e.snapshot()
 		r := e.run(c.argv...)
@@ -302,5 +302,46 @@ List of available revisions (for revert):
 		if e.snapshot() != before {
 			t.Errorf("%v changed the state", c.argv)
 		}
+	}
+}
+
+// TestActions: verbs with actions list them on --help, refuse an unknown
+// one with a usage error, run their default, and take --dir before the
+// action.
+func TestActions(t *testing.T) {
+	e := newEnv(t)
+	for _, verb := range []string{"qvm-block", "qvm-pci", "qvm-volume"} {
+		r := e.run(verb, "--help")
+		if r.code != 0 || !strings.Contains(r.stdout, "actions:") || !strings.Contains(r.stdout, "attach") && !strings.Contains(r.stdout, "resize") {
+			t.Errorf("%s --help: %+v", verb, r)
+		}
+		if r := e.run(verb, "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown action "frobnicate"`) {
+			t.Errorf("%s frobnicate: %+v", verb, r)
+		}
+	}
+	if out := e.ok("qvm-volume"); out != "POOL:VOLUME  VMNAME  VOLUME_NAME  REVERT_POSSIBLE\n" {
+		t.Errorf("qvm-volume lists by default: %q", out)
+	}
+	other := t.TempDir()
+	e.ok("qvm-create", "--dir", other, "--class", "StandaloneVM", "-l", "red", "elsewhere")
+	if out := e.ok("qvm-volume", "--dir", other, "list"); !strings.Contains(out, "elsewhere") {
+		t.Errorf("qvm-volume --dir DIR list:\n%s", out)
+	}
+	if r := e.run("qvm-volume", "resize", "--help"); r.code != 0 || !strings.Contains(r.stdout, "usage: qvm-volume resize") {
+		t.Errorf("qvm-volume resize --help: %+v", r)
+	}
+}
+
+// TestWriteTable: columns padded to the widest cell, two spaces apart,
+// the last cell unpadded.
+func TestWriteTable(t *testing.T) {
+	var b strings.Builder
+	writeTable(&b, [][]string{{"NAME", "STATE", "NETVM"}, {"sys-firewall", "Running", "-"}, {"x", "Halted", ""}, {"short"}})
+	want := "NAME          STATE    NETVM\n" +
+		"sys-firewall  Running  -\n" +
+		"x             Halted   \n" +
+		"short\n"
+	if b.String() != want {
+		t.Errorf("got:\n%q\nwant:\n%q", b.String(), want)
 	}
 }

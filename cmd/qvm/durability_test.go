@@ -30,7 +30,7 @@ func TestParallelCreates(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			codes[i] = e.run("qvm-create", "--class", "StandaloneVM", "-l", "red", fmt.Sprintf("vm%03d", i)).code
+			codes[i] = e.exec("qvm-create", "--class", "StandaloneVM", "-l", "red", fmt.Sprintf("vm%03d", i)).code
 		}(i)
 	}
 	wg.Wait()
@@ -70,7 +70,7 @@ func TestParallelCreates(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if e.run("qvm-create", "--class", "StandaloneVM", "-l", "blue", "contested").code == 0 {
+			if e.exec("qvm-create", "--class", "StandaloneVM", "-l", "blue", "contested").code == 0 {
 				mu.Lock()
 				wins++
 				mu.Unlock()
@@ -119,8 +119,11 @@ func TestReadersDoNotWaitForWriters(t *testing.T) {
 }
 
 // TestCrashDuringMutations kills writers with SIGKILL at random points over
-// more than 1,000 mutations. After each kill the store must load, and in the
-// end it must hold every mutation that reported success.
+// more than 1,000 mutations: property changes, creates, creates that move a
+// user's image in (--root-move-from), clones and removes. After each kill
+// the store must load; in the end it must hold every mutation that
+// reported success, and no user's image may be lost: a moved image is
+// either the VM's root (its user name gone) or still the user's file.
 func TestCrashDuringMutations(t *testing.T) {
 	e := newEnv(t)
 	const workers = 4
@@ -128,12 +131,18 @@ func TestCrashDuringMutations(t *testing.T) {
 	for w := 0; w < workers; w++ {
 		e.ok("qvm-create", "--class", "StandaloneVM", "-l", "red", fmt.Sprintf("w%d", w))
 	}
+	userDir := t.TempDir() // the same filesystem: moves link
+	type move struct {
+		vm, image string
+		killed    bool
+	}
 	type outcome struct {
-		lastOK     int      // last memory value reported set
-		maybe      []int    // killed attempts after it (may have landed)
-		created    []string // creates reported done
-		killedMade []string // creates killed mid-way
-		kills      int
+		lastOK  int      // last memory value reported set
+		maybe   []int    // killed attempts after it (may have landed)
+		created []string // creates and clones reported done
+		removed []string // removes reported done
+		moves   []move
+		kills   int
 	}
 	results := make([]outcome, workers)
 	var wg sync.WaitGroup
@@ -144,14 +153,31 @@ func TestCrashDuringMutations(t *testing.T) {
 			rng := rand.New(rand.NewSource(int64(w) + time.Now().UnixNano()))
 			res := &results[w]
 			res.lastOK = -1
+			var mine []string // VMs this worker made that may exist
 			for i := 0; i < perWorker; i++ {
 				var argv []string
 				mem := 500 + w*1000 + i
 				name := fmt.Sprintf("c%d-%d", w, i)
-				create := i%8 == 0
-				if create {
-					argv = []string{"create", "--class", "StandaloneVM", "-l", "green", name}
-				} else {
+				op := "prefs"
+				switch i % 8 {
+				case 0:
+					op, argv = "create", []string{"create", "--class", "StandaloneVM", "-l", "green", name}
+				case 2:
+					img := filepath.Join(userDir, name+".img")
+					if err := os.WriteFile(img, []byte(strings.Repeat("u", 1<<16)), 0o644); err != nil {
+						t.Error(err)
+						return
+					}
+					op, argv = "move", []string{"create", "--class", "StandaloneVM", "-l", "green", "--root-move-from", img, name}
+				case 4:
+					op, argv = "clone", []string{"clone", fmt.Sprintf("w%d", w), name}
+				case 6:
+					if len(mine) > 0 {
+						op, argv = "remove", []string{"remove", "-f", mine[0]}
+						break
+					}
+					fallthrough
+				default:
 					argv = []string{"prefs", fmt.Sprintf("w%d", w), "memory", strconv.Itoa(mem)}
 				}
 				cmd := exec.Command(qvmBin, argv...)
@@ -173,20 +199,39 @@ func TestCrashDuringMutations(t *testing.T) {
 					if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 						killed = true
 						res.kills++
+					} else if op == "remove" && strings.Contains(stderr.String(), "no such domain") {
+						// A remove after a killed create that never landed,
+						// or after a killed remove that did: it is gone.
+						res.removed = append(res.removed, mine[0])
+						mine = mine[1:]
+						continue
 					} else {
 						t.Errorf("%v failed: %v %s", argv, err, stderr.String())
 						return
 					}
 				}
-				switch {
-				case create && !killed:
-					res.created = append(res.created, name)
-				case create && killed:
-					res.killedMade = append(res.killedMade, name)
-				case !killed:
-					res.lastOK, res.maybe = mem, nil
+				switch op {
+				case "create", "clone":
+					if !killed {
+						res.created = append(res.created, name)
+					}
+					mine = append(mine, name)
+				case "move":
+					res.moves = append(res.moves, move{vm: name, image: argv[len(argv)-2], killed: killed})
+					if !killed {
+						res.created = append(res.created, name)
+					}
+				case "remove":
+					if !killed {
+						res.removed = append(res.removed, mine[0])
+						mine = mine[1:]
+					}
 				default:
-					res.maybe = append(res.maybe, mem)
+					if !killed {
+						res.lastOK, res.maybe = mem, nil
+					} else {
+						res.maybe = append(res.maybe, mem)
+					}
 				}
 			}
 		}(w)
@@ -203,6 +248,8 @@ func TestCrashDuringMutations(t *testing.T) {
 	if total == 0 {
 		t.Fatal("no writer was killed: the test did not test anything")
 	}
+	// The next writer settles what killed ones left.
+	e.ok("qvm-create", "--class", "StandaloneVM", "-l", "red", "final")
 	names := map[string]bool{}
 	for _, n := range strings.Fields(e.ok("qvm-ls", "--raw-list")) {
 		names[n] = true
@@ -216,15 +263,33 @@ func TestCrashDuringMutations(t *testing.T) {
 		if !ok {
 			t.Errorf("w%d memory = %d; last reported set %d, killed after it %v", w, got, r.lastOK, r.maybe)
 		}
+		removed := map[string]bool{}
+		for _, n := range r.removed {
+			removed[n] = true
+			if names[n] {
+				t.Errorf("VM %s was reported removed but is there", n)
+			}
+		}
 		for _, n := range r.created {
-			if !names[n] {
+			if !names[n] && !removed[n] {
 				t.Errorf("VM %s was reported created but is gone", n)
+			}
+		}
+		for _, m := range r.moves {
+			_, err := os.Stat(m.image)
+			user := err == nil
+			switch {
+			case !user && !names[m.vm] && !removed[m.vm]:
+				t.Errorf("the user's image %s is lost: no VM %s has it and its file is gone (killed %v)", m.image, m.vm, m.killed)
+			case user && names[m.vm]:
+				t.Errorf("VM %s has the moved image but its user name %s is still there (killed %v)", m.vm, m.image, m.killed)
+			case !m.killed && user:
+				t.Errorf("a move into %s reported done but left %s", m.vm, m.image)
 			}
 		}
 	}
 	// Every VM in the store has its images; a killed create that did not
-	// land leaves nothing once the next writer has run.
-	e.ok("qvm-create", "--class", "StandaloneVM", "-l", "red", "final")
+	// land leaves nothing.
 	for n := range names {
 		if n == "dom0" {
 			continue
@@ -237,7 +302,7 @@ func TestCrashDuringMutations(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(e.dir, "appvms"))
 	for _, ent := range entries {
-		if !names[ent.Name()] && ent.Name() != "final" {
+		if !names[ent.Name()] {
 			t.Errorf("directory appvms/%s belongs to no VM", ent.Name())
 		}
 		if _, err := os.Stat(filepath.Join(e.dir, "appvms", ent.Name(), ".qvm-pending")); err == nil {

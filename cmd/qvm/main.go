@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/qvm-project/qvm/lifecycle"
+	"github.com/qvm-project/qvm/termtext"
 )
 
 // verb is one qvm sub-command.
@@ -24,9 +28,9 @@ type verb struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, a *app, args []string) error
-	// link is the verb's symlink: a command name installed beside qvm,
-	// or an absolute path (a hotplug script where libxl looks for it);
-	// "" means qvm-NAME.
+	// link is the verb's symlink, a command name installed beside qvm;
+	// "" means qvm-NAME. (libxl's hotplug scripts are another, small
+	// binary: cmd/qvm-hotplug.)
 	link string
 	// hidden verbs are run by qvm itself or by libxl, not typed.
 	hidden bool
@@ -48,32 +52,56 @@ func verbs() []verb {
 		{name: "ls", summary: "list VMs (-n: network settings; --format json)", run: runLs},
 		{name: "clone", summary: "copy a VM under a new name", run: runClone},
 		{name: "remove", summary: "remove VMs and their images", run: runRemove},
-		{name: "volume", summary: "volume info, list and resize (grow only)", run: runVolume},
+		{name: "volume", summary: "list, info, resize (grow only) and import VM volumes", run: runVolume},
 		{name: "features", summary: "list, get, set or unset a VM's features", run: runFeatures},
 		{name: "start", summary: "start VMs (--cdrom for an installer; --dry-run prints the libxl config)", run: runStart},
 		{name: "shutdown", summary: "shut VMs down (--wait to wait until they are gone)", run: runShutdown},
 		{name: "kill", summary: "destroy VMs at once", run: runKill},
-		{name: "pci", summary: "list, attach (--persistent) and detach PCI devices", run: runPCI},
+		{name: "pci", summary: "list the host's PCI devices; assign (attach --persistent) and unassign them", run: runPCI},
 		{name: "block", summary: "attach, detach and list discs in running HVMs' CD-ROM drives", run: runBlock},
-		{name: "dhcpd", summary: "serve a VM its address by DHCP on one interface", run: runDHCPD},
+		{name: lifecycle.DHCPDVerb, summary: "serve a VM its address by DHCP on one interface", run: runDHCPD},
 		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
-		{name: "monitor", summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},
-		{name: "vif-route-qvm", summary: "libxl hotplug script for VM interfaces dom0 serves", run: runVifHook, link: "/etc/xen/scripts/vif-route-qvm", hidden: true},
-		{name: "block-qvm", summary: "libxl hotplug script for VM disks on loop devices", run: runBlockHook, link: "/etc/xen/scripts/block-qvm", hidden: true},
+		{name: "pause", summary: "pause running VMs", run: runPause},
+		{name: "unpause", summary: "unpause paused VMs", run: runUnpause},
+		{name: "check", summary: "check whether VMs exist, run, are paused, templates or networked (exit 0, 1 or 3)", run: runCheck},
+		{name: "tags", summary: "list, add or remove a VM's tags", run: runTags},
+		{name: "service", summary: "list, get, enable, disable or unset a VM's services", run: runService},
+		{name: lifecycle.MonitorVerb, summary: "watch a started domain until it is gone (run by qvm-start)", run: runMonitor, hidden: true},
 		{name: "qubes-prefs", summary: "list, get or set the global settings", run: runGlobalPrefs, link: "qubes-prefs"},
 	}
 }
 
-// app carries what every verb needs: where output goes and the log.
+// app carries what every verb needs: where output goes, the environment,
+// the log, and the command's session on the host.
 type app struct {
-	prog   string // name shown in messages, e.g. "qvm-create"
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	prog  string // name shown in messages, e.g. "qvm-create"
+	stdin io.Reader
+	// stdinLines reads the answers to questions (see ask).
+	stdinLines *bufio.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+	// getenv reads the command's environment (os.Getenv, or a test's).
+	getenv func(string) string
 	log    *slog.Logger
-	// memMiB caches the machine's memory for this command (see hostMemoryMiB).
-	memMiB int
+	// sess is what the command opened on the host (see cmdline.session);
+	// run closes it after the verb.
+	sess *session
+	// describing, when set, makes the verb stop at its flag parsing and
+	// leave its command line there (see describe): for completion and
+	// the man pages.
+	describing *description
 }
+
+// exitStatus ends a command with a code and, unless empty, a message
+// printed as it is (Qubes' tools say some things without "error:").
+type exitStatus struct {
+	code int
+	msg  string
+}
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d: %s", e.code, e.msg) }
+
+func exitWith(code int, msg string) error { return exitStatus{code, msg} }
 
 // usageError is a command-line mistake: exit code 2, like argparse.
 type usageError struct{ msg string }
@@ -84,13 +112,21 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args, stdio{os.Stdin, os.Stdout, os.Stderr, os.Getenv})
 	stop()
 	os.Exit(code)
 }
 
+// stdio is what a command runs with besides its arguments.
+type stdio struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
 // run dispatches argv to a verb and returns the exit code.
-func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(ctx context.Context, argv []string, io stdio) int {
+	stdout, stderr := io.stdout, io.stderr
 	base := filepath.Base(argv[0])
 	args := argv[1:]
 	name := ""
@@ -114,13 +150,37 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 			return 0
 		case "--list-links":
 			for _, v := range verbs() {
-				if !v.hidden || v.link != "" {
+				if !v.hidden {
 					fmt.Fprintln(stdout, v.linkName())
 				}
 			}
 			return 0
 		case "-h", "--help", "help":
 			printVerbs(stdout)
+			return 0
+		case "--completion":
+			if len(args) != 2 || args[1] != "bash" {
+				fmt.Fprintln(stderr, "qvm: usage: qvm --completion bash")
+				return 2
+			}
+			bashCompletion(stdout)
+			return 0
+		case "--complete":
+			// qvm --complete bash BREAKS LINE, from the completion script.
+			if len(args) != 4 || args[1] != "bash" {
+				return 2
+			}
+			runComplete(ctx, stdout, io.getenv, args[2], args[3])
+			return 0
+		case "--man":
+			if len(args) != 2 {
+				fmt.Fprintln(stderr, "qvm: usage: qvm --man qvm|VERB|qvm-VERB")
+				return 2
+			}
+			if err := writeMan(ctx, stdout, args[1]); err != nil {
+				fmt.Fprintf(stderr, "qvm: %v\n", err)
+				return 2
+			}
 			return 0
 		}
 		name, args = args[0], args[1:]
@@ -138,16 +198,31 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	}
 	a := &app{
 		prog:   filepath.Base(found.linkName()),
-		stdin:  stdin,
+		stdin:  io.stdin,
 		stdout: stdout,
 		stderr: stderr,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})),
+		getenv: io.getenv,
+		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(io.getenv)})),
 	}
-	if err := found.run(ctx, a, args); err != nil {
+	err := found.run(ctx, a, args)
+	if a.sess != nil {
+		a.sess.close()
+	}
+	if err != nil {
 		if errors.Is(err, errHelpShown) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "%s: error: %v\n", a.prog, err)
+		var st exitStatus
+		if errors.As(err, &st) {
+			if st.msg != "" {
+				fmt.Fprintln(stderr, termtext.Lines(st.msg))
+			}
+			return st.code
+		}
+		// An error can quote what a VM, its stubdomain or its QEMU chose
+		// (packages that read such things make it safe themselves; this
+		// is the last line).
+		fmt.Fprintf(stderr, "%s: error: %s\n", a.prog, termtext.Lines(err.Error()))
 		var ue usageError
 		if errors.As(err, &ue) {
 			return 2
@@ -157,8 +232,8 @@ func run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	return 0
 }
 
-func logLevel() slog.Level {
-	if os.Getenv("QVM_DEBUG") != "" {
+func logLevel(getenv func(string) string) slog.Level {
+	if getenv("QVM_DEBUG") != "" {
 		return slog.LevelDebug
 	}
 	return slog.LevelWarn

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -65,8 +67,30 @@ type result struct {
 	code           int
 }
 
-// run runs a command line as a user types it: argv[0] is qvm-VERB.
+// run runs a command line in this process, as a user types it: argv[0]
+// is qvm-VERB, the state directory comes from QVM_DIR.
 func (e *env) run(argv ...string) result {
+	e.t.Helper()
+	return e.runWith(strings.NewReader(""), argv...)
+}
+
+// runWith is run with stdin (a terminal, in the tests of questions).
+func (e *env) runWith(stdin io.Reader, argv ...string) result {
+	e.t.Helper()
+	var so, se bytes.Buffer
+	getenv := func(k string) string {
+		if k == "QVM_DIR" {
+			return e.dir
+		}
+		return os.Getenv(k)
+	}
+	code := run(context.Background(), argv, stdio{stdin, &so, &se, getenv})
+	return result{so.String(), se.String(), code}
+}
+
+// exec runs a command line as its own process of the qvm binary, for the
+// tests of locking and crashes between processes.
+func (e *env) exec(argv ...string) result {
 	e.t.Helper()
 	cmd := exec.Command(filepath.Join(e.bin, argv[0]), argv[1:]...)
 	cmd.Env = append(os.Environ(), "QVM_DIR="+e.dir)
@@ -122,4 +146,15 @@ func (e *env) snapshot(extra ...string) string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestErrorsSafeForTerminal: an error quoting text with terminal escapes
+// (here a path the user gave; in general what a VM chose) reaches stderr
+// escaped.
+func TestErrorsSafeForTerminal(t *testing.T) {
+	e := newEnv(t)
+	r := e.run("qvm-block", "attach", "--devtype=cdrom", "vm", "dom0:/no/such\x1b]0;pwned\x07\u202e.iso")
+	if r.code == 0 || strings.ContainsAny(r.stderr, "\x1b\x07\u202e") || !strings.Contains(r.stderr, `/no/such\x1b]0;pwned\x07\u202e.iso`) {
+		t.Fatalf("exit %d, stderr %q: want the path escaped", r.code, r.stderr)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,24 @@ import (
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
 )
+
+// prefsOptions are what qvm-prefs and qubes-prefs share (Qubes makes both
+// from one parser).
+type prefsOptions struct {
+	reset, hideDefault, helpProps bool
+}
+
+func (o *prefsOptions) define(c *cmdline) {
+	c.BoolVar(&o.helpProps, "help-properties", false, "list all available properties with short descriptions and exit")
+	c.BoolVar(&o.hideDefault, "hide-default", false, "Do not show properties that are set to the default value.")
+	c.BoolP("get", "g", false, "Ignored; for compatibility with older scripts.")
+	c.BoolP("set", "s", false, "Ignored; for compatibility with older scripts.")
+	c.BoolVarP(&o.reset, "default", "D", false, "reset property to its default value")
+}
+
+// noneProps are the VM references for which any case of "none" means no
+// VM, as qvm-prefs reads them.
+var noneProps = map[string]bool{"default_dispvm": true, "netvm": true, "template": true, "guivm": true, "audiovm": true}
 
 // runPrefs is qvm-prefs: list, get, set or reset a VM's properties.
 //
@@ -18,150 +37,189 @@ import (
 //	qvm-prefs --default VM PROP  back to the default (-D)
 func runPrefs(ctx context.Context, a *app, args []string) error {
 	c := a.newCmdline(ctx, "[options] VMNAME [PROPERTY [VALUE]]")
-	var reset, hideDefault, helpProps, get, set, list bool
-	c.BoolVarP(&reset, "default", "D", false, "reset the property to its default")
-	c.BoolVar(&hideDefault, "hide-default", false, "do not show properties that have their default value")
-	c.BoolVar(&helpProps, "help-properties", false, "list the properties with a description and exit")
-	c.BoolVarP(&get, "get", "g", false, "ignored; for older scripts (R3)")
-	c.BoolVarP(&set, "set", "s", false, "ignored; for older scripts (R3)")
-	c.BoolVarP(&list, "list", "l", false, "ignored; for older scripts (R3)")
+	var o prefsOptions
+	o.define(c)
+	c.BoolP("list", "l", false, "Ignored; for compatibility with older scripts (R3).")
+	c.Lookup("list").Hidden = true
 	if err := c.parse(args); err != nil {
 		return err
 	}
 	if c.NArg() < 1 || c.NArg() > 3 {
 		return usagef("give VMNAME [PROPERTY [VALUE]] (see %s --help)", a.prog)
 	}
-	name := c.Arg(0)
-	prop := ""
+	prop, value, set := "", "", c.NArg() == 3
 	if c.NArg() >= 2 {
 		prop = strings.ReplaceAll(c.Arg(1), "-", "_")
 	}
-	if reset && (prop == "" || c.NArg() == 3) {
+	if set {
+		value = c.Arg(2)
+		if noneProps[prop] && strings.EqualFold(value, "none") {
+			value = ""
+		}
+	}
+	if o.reset && (prop == "" || set) {
 		return usagef("--default needs exactly VMNAME PROPERTY")
 	}
-
-	if c.NArg() == 3 || reset {
-		return c.update(func(tx *store.Tx) error {
-			if reset {
+	s := c.session()
+	if set || o.reset {
+		return noSuchProperty(prop, s.update(func(tx *store.Tx) error {
+			name, err := oneVM(tx.Sys, c.Arg(0))
+			if err != nil {
+				return err
+			}
+			if o.reset {
 				return tx.Sys.ResetProp(name, prop)
 			}
-			return tx.Sys.SetProp(name, prop, c.Arg(2))
-		})
+			return tx.Sys.SetProp(name, prop, value)
+		}))
 	}
-
-	_, sys, err := c.loadSystem()
+	_, sys, err := s.load()
 	if err != nil {
 		return err
 	}
-	v, err := sys.View(name)
+	name, err := oneVM(sys, c.Arg(0))
 	if err != nil {
 		return err
 	}
-	if helpProps {
+	v, _ := sys.View(name)
+	if o.helpProps {
 		printPropertyHelp(a.stdout, vm.PropertyDocs(v.Class()))
 		return nil
 	}
 	if prop == "" {
-		printProperties(a.stdout, v, hideDefault)
+		rows := make([][]string, 0, 48)
+		names := v.PropertyNames()
+		for _, n := range names {
+			val, _ := v.Get(n)
+			rows = propertyRow(rows, n, longest(names), val, o.hideDefault)
+		}
+		writeTable(a.stdout, rows)
 		return nil
 	}
 	val, err := v.Get(prop)
 	if err != nil {
-		return err
+		return noSuchProperty(prop, err)
 	}
-	if val.Mark == vm.MarkUnset {
-		return fmt.Errorf("property %s of %s is not set and has no default", prop, name)
+	return printValue(a.stdout, val, o.hideDefault, fmt.Sprintf("property %s of %s", prop, name))
+}
+
+// noSuchProperty words a property the VM lacks as Qubes' tools do, a usage
+// error.
+func noSuchProperty(prop string, err error) error {
+	if errors.Is(err, vm.ErrNoSuchProperty) || errors.Is(err, vm.ErrNoSuchGlobal) {
+		return usagef("no such property: %s", pyRepr(prop))
 	}
+	return err
+}
+
+// propertyRow adds a listing row: NAME (padded to width, the longest of
+// all the names, as Qubes pads even when it hides some), the mark and the
+// value (an unset property has no value; with hideDefault a default one
+// is left out).
+func propertyRow(rows [][]string, name string, width int, val vm.Value, hideDefault bool) [][]string {
+	name += strings.Repeat(" ", max(width-len(name), 0))
+	switch {
+	case val.Mark == vm.MarkUnset:
+		return append(rows, []string{name, string(val.Mark)})
+	case val.Mark == vm.MarkDefault && hideDefault:
+		return rows
+	}
+	return append(rows, []string{name, string(val.Mark), val.String()})
+}
+
+func longest(names []string) int {
+	n := 0
+	for _, s := range names {
+		n = max(n, len(s))
+	}
+	return n
+}
+
+// printValue prints one property's value: nothing for a VM reference that
+// is none, or, with hideDefault, for a default.
+func printValue(w io.Writer, val vm.Value, hideDefault bool, what string) error {
 	if hideDefault && val.Mark == vm.MarkDefault {
 		return nil
 	}
-	// As Qubes: a VM reference that is none prints nothing.
+	if val.Mark == vm.MarkUnset {
+		return fmt.Errorf("%s is not set and has no default", what)
+	}
 	if val.Kind == vm.KindVM && val.Text == "" {
 		return nil
 	}
-	fmt.Fprintln(a.stdout, val.Text)
+	fmt.Fprintln(w, val.Text)
 	return nil
 }
 
-// printProperties writes the seed-001 listing: NAME, then 2 spaces, the
-// mark, 2 spaces and the value; names padded to the longest.
-func printProperties(w io.Writer, v *vm.View, hideDefault bool) {
-	names := v.PropertyNames()
-	width := 0
-	for _, n := range names {
-		width = max(width, len(n))
-	}
-	var b strings.Builder
-	for _, n := range names {
-		val, _ := v.Get(n)
-		switch {
-		case val.Mark == vm.MarkUnset:
-			fmt.Fprintf(&b, "%-*s  U\n", width, n)
-		case val.Mark == vm.MarkDefault && hideDefault:
-		default:
-			fmt.Fprintf(&b, "%-*s  %c  %s\n", width, n, val.Mark, val.String())
-		}
-	}
-	io.WriteString(w, b.String())
-}
-
+// printPropertyHelp is --help-properties: each property with its
+// description, wrapped at 80 columns as Qubes does.
 func printPropertyHelp(w io.Writer, docs []vm.PropertyDoc) {
 	width := 0
 	for _, d := range docs {
 		width = max(width, len(d.Name))
 	}
+	var b strings.Builder
 	for _, d := range docs {
-		ro := ""
+		doc := d.Doc
 		if d.ReadOnly {
-			ro = " (read-only)"
+			doc += " (read-only)"
 		}
-		fmt.Fprintf(w, "  %-*s  %s%s\n", width, d.Name, d.Doc, ro)
+		b.WriteString(wrapText(fmt.Sprintf("%-*s  %s", width, d.Name, doc), 80, "  ", strings.Repeat(" ", width+6)))
+		b.WriteByte('\n')
 	}
+	io.WriteString(w, b.String())
 }
 
 // runGlobalPrefs is qubes-prefs: the system-wide settings.
 func runGlobalPrefs(ctx context.Context, a *app, args []string) error {
 	c := a.newCmdline(ctx, "[options] [PROPERTY [VALUE]]")
-	var reset bool
-	c.BoolVarP(&reset, "default", "D", false, "reset the property to its default")
-	c.BoolP("get", "g", false, "ignored; for older scripts")
-	c.BoolP("set", "s", false, "ignored; for older scripts")
+	var o prefsOptions
+	o.define(c)
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	if c.NArg() > 2 || (reset && c.NArg() != 1) {
+	if o.helpProps {
+		printPropertyHelp(a.stdout, vm.GlobalDocs())
+		return nil
+	}
+	if c.NArg() > 2 || (o.reset && c.NArg() != 1) {
 		return usagef("give [PROPERTY [VALUE]], or --default PROPERTY")
 	}
-	if c.NArg() == 2 || reset {
-		return c.update(func(tx *store.Tx) error {
-			if reset {
-				return tx.Sys.ResetGlobal(c.Arg(0))
-			}
-			return tx.Sys.SetGlobal(c.Arg(0), c.Arg(1))
-		})
+	prop := ""
+	if c.NArg() > 0 {
+		prop = strings.ReplaceAll(c.Arg(0), "-", "_")
 	}
-	_, sys, err := c.loadSystem()
+	if c.NArg() == 2 || o.reset {
+		return noSuchProperty(prop, c.session().update(func(tx *store.Tx) error {
+			if o.reset {
+				return tx.Sys.ResetGlobal(prop)
+			}
+			value := c.Arg(1)
+			if strings.EqualFold(value, "none") {
+				if val, err := tx.Sys.GetGlobal(prop); err == nil && val.Kind == vm.KindVM {
+					value = ""
+				}
+			}
+			return tx.Sys.SetGlobal(prop, value)
+		}))
+	}
+	_, sys, err := c.session().load()
 	if err != nil {
 		return err
 	}
 	if c.NArg() == 1 {
-		val, err := sys.GetGlobal(c.Arg(0))
+		val, err := sys.GetGlobal(prop)
 		if err != nil {
-			return err
+			return noSuchProperty(prop, err)
 		}
-		if !(val.Kind == vm.KindVM && val.Text == "") {
-			fmt.Fprintln(a.stdout, val.Text)
-		}
-		return nil
+		return printValue(a.stdout, val, o.hideDefault, "global property "+prop)
 	}
+	var rows [][]string
 	names := vm.GlobalNames()
-	width := 0
-	for _, n := range names {
-		width = max(width, len(n))
-	}
 	for _, n := range names {
 		val, _ := sys.GetGlobal(n)
-		fmt.Fprintf(a.stdout, "%-*s  %c  %s\n", width, n, val.Mark, val.String())
+		rows = propertyRow(rows, n, longest(names), val, o.hideDefault)
 	}
+	writeTable(a.stdout, rows)
 	return nil
 }

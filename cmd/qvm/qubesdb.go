@@ -22,7 +22,7 @@ func runQubesDB(ctx context.Context, a *app, args []string) error {
 	if c.NArg() != 1 {
 		return usagef("give one VMNAME")
 	}
-	_, sys, err := c.loadSystem()
+	_, sys, err := c.session().load()
 	if err != nil {
 		return err
 	}

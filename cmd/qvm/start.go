@@ -5,49 +5,61 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/lifecycle"
+	"github.com/qvm-project/qvm/qemu/cdrom"
 	"github.com/qvm-project/qvm/xl"
 )
 
+// startOptions are qvm-start's options.
+type startOptions struct {
+	dryRun, skipRunning, noMonitor, windowsTools bool
+	cdrom, drive, hddisk                         string
+}
+
+// windowsToolsISO is the disc --install-windows-tools attaches, as Qubes.
+const windowsToolsISO = "/usr/lib/qubes/qubes-windows-tools.iso"
+
 // runStart is qvm-start: start VMs (their netvms first), or with
-// --dry-run print the configuration libxl would get.
+// --dry-run print the configuration libxl would get. Each VM that fails is
+// reported and the others still start; the exit code is 1 if any failed.
 func runStart(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline(ctx, "[options] VMNAME...")
-	var dryRun, skipRunning, noMonitor bool
-	var cdrom string
-	c.BoolVar(&dryRun, "dry-run", false, "print the xl.cfg and libxl JSON a start would use; start nothing")
-	c.BoolVar(&skipRunning, "skip-if-running", false, "do nothing for VMs that already run")
-	c.StringVar(&cdrom, "cdrom", "", "attach an ISO image or CD-ROM device as the HVM's CD-ROM for this run: dom0:/path (or /path)")
-	c.BoolVar(&noMonitor, "no-monitor", false, "do not start the process that destroys the domain when the guest halts (for debugging)")
+	c := a.newCmdline(ctx, "[options] [--all [--exclude EXCLUDE]] VMNAME...")
+	var o startOptions
+	sel := c.selection("")
+	c.BoolVar(&o.skipRunning, "skip-if-running", false, "Do not fail if the qube is already running")
+	c.StringVar(&o.drive, "drive", "", `temporarily attach specified drive as CD/DVD or hard disk (can be specified with prefix "hd:" or "cdrom:", default is cdrom; qvm: cdrom only)`)
+	c.StringVar(&o.hddisk, "hddisk", "", "temporarily attach specified drive as hard disk (not supported by qvm)")
+	c.StringVar(&o.cdrom, "cdrom", "", "temporarily attach specified drive as CD/DVD: dom0:/path (or /path) of an ISO image or CD-ROM device")
+	c.BoolVar(&o.windowsTools, "install-windows-tools", false, "temporarily attach Windows tools CDROM to the domain")
+	c.BoolVar(&o.dryRun, "dry-run", false, "(qvm) print the xl.cfg and libxl JSON a start would use; start nothing")
+	c.BoolVar(&o.noMonitor, "no-monitor", false, "do not start the process that destroys the domain when the guest halts (for debugging)")
 	c.Lookup("no-monitor").Hidden = true
+	c.exclude("drive", "hddisk", "cdrom", "install-windows-tools")
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	if c.NArg() == 0 {
-		return usagef("give at least one VMNAME")
+	opt, err := o.startOptions()
+	if err != nil {
+		return err
 	}
-	opt := lifecycle.StartOptions{}
-	if cdrom != "" {
-		path, err := checkCDROM("--cdrom", cdrom)
+	s := c.session()
+	_, sys, err := s.load()
+	if err != nil {
+		return err
+	}
+	names, err := sel.resolve(sys, c.Args(), true, false)
+	if err != nil {
+		return err
+	}
+	if o.dryRun {
+		m, err := s.dryManager()
 		if err != nil {
 			return err
 		}
-		opt.CDROM = path
-	}
-	if dryRun {
-		m, _, err := c.dryManager()
-		if err != nil {
-			return err
-		}
-		for _, name := range c.Args() {
+		for _, name := range names {
 			cfg, err := m.Config(name, opt)
 			if err != nil {
 				return err
@@ -57,35 +69,61 @@ func runStart(ctx context.Context, a *app, args []string) error {
 		}
 		return nil
 	}
-	m, done, err := c.manager(ctx)
+	m, err := s.manager()
 	if err != nil {
 		return err
 	}
-	defer done()
-	for _, name := range c.Args() {
+	if o.noMonitor {
+		m.QVM = ""
+	}
+	failed := 0
+	for _, name := range names {
 		if cfg, err := m.Config(name, opt); err == nil {
 			warnDom0QEMU(a, name, cfg)
 		}
-		started, err := m.Start(ctx, name, opt)
-		if err != nil {
-			if skipRunning && strings.Contains(err.Error(), "is already") {
+		if _, err := m.Start(ctx, name, opt); err != nil {
+			if o.skipRunning && errors.Is(err, lifecycle.ErrAlreadyRunning) {
 				continue
 			}
-			return err
-		}
-		if noMonitor {
-			continue
-		}
-		for _, s := range started {
-			if err := spawnMonitor(c, s); err != nil {
-				// Without its monitor a halted guest would stay a zombie
-				// domain: take it down rather than leave it half managed.
-				m.Kill(context.WithoutCancel(ctx), s.Name)
-				return fmt.Errorf("start %s: %w", s.Name, err)
-			}
+			a.printError(fmt.Sprintf("Starting qube failed: %s: %v", name, err))
+			failed++
 		}
 	}
-	return nil
+	return exitFailed(failed)
+}
+
+// startOptions checks the options that concern the domain: the disc to
+// boot from (--cdrom, --drive [cdrom:]..., --install-windows-tools).
+func (o startOptions) startOptions() (lifecycle.StartOptions, error) {
+	var opt lifecycle.StartOptions
+	disc, flag := o.cdrom, "--cdrom"
+	switch {
+	case o.hddisk != "":
+		return opt, fmt.Errorf("--hddisk: qvm attaches a disc for a start as CD-ROM only; give it with --cdrom")
+	case o.windowsTools:
+		disc, flag = "dom0:"+windowsToolsISO, "--install-windows-tools"
+	case o.drive != "":
+		flag = "--drive"
+		switch kind, rest, ok := strings.Cut(o.drive, ":"); {
+		case ok && kind == "hd":
+			return opt, fmt.Errorf("--drive %s: qvm attaches a disc for a start as CD-ROM only (cdrom:...)", o.drive)
+		case ok && kind == "cdrom":
+			disc = rest
+		default:
+			disc = o.drive
+		}
+	}
+	if disc != "" {
+		path, err := cdrom.ParseDisc(flag, disc)
+		if errors.Is(err, cdrom.ErrRelativePath) {
+			return opt, usagef("%v", err)
+		}
+		if err != nil {
+			return opt, err
+		}
+		opt.CDROM = path
+	}
+	return opt, nil
 }
 
 // warnDom0QEMU says, on stderr, that an HVM's device model will run in
@@ -112,84 +150,4 @@ func printConfig(w io.Writer, name string, cfg *xl.DomainConfig) {
 		return
 	}
 	fmt.Fprintf(w, "# %s: libxl domain config (JSON)\n%s\n", name, js)
-}
-
-// checkCDROM validates a disc for a CD-ROM drive before anything starts:
-// the R4 form dom0:/path, or the R3 form /path; a file must be an ISO 9660
-// or UDF image, or a block device. what names the argument in errors
-// (--cdrom, or the disc of qvm-block).
-func checkCDROM(what, spec string) (string, error) {
-	path := spec
-	if dom, p, ok := strings.Cut(spec, ":"); ok && !strings.HasPrefix(spec, "/") {
-		if dom != "dom0" {
-			return "", fmt.Errorf("%s %s: an image inside VM %s needs an agent in it to serve the file, which qvm does not have yet: copy the ISO to dom0 and use dom0:PATH", what, spec, dom)
-		}
-		path = p
-	}
-	if !filepath.IsAbs(path) {
-		return "", usagef("%s %s: give an absolute path, e.g. dom0:/usr/local/iso/installer.iso", what, spec)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
-	if fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
-		return path, nil
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s %s: not an image file or a block device", what, path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: cannot read it: %w", what, err)
-	}
-	defer f.Close()
-	if !isOpticalImage(f) {
-		return "", fmt.Errorf("%s %s: not an ISO 9660 or UDF image (no CD001/BEA01/NSR0 descriptor at sector 16): give an installer .iso", what, path)
-	}
-	return path, nil
-}
-
-// isOpticalImage looks for the volume descriptor of ISO 9660 ("CD001")
-// or UDF ("BEA01", "NSR02/03") in the descriptors from byte 32768.
-func isOpticalImage(r io.ReaderAt) bool {
-	buf := make([]byte, 6)
-	for sector := int64(16); sector < 32; sector++ {
-		if _, err := r.ReadAt(buf, sector*2048); err != nil {
-			return false
-		}
-		switch string(buf[1:6]) {
-		case "CD001", "BEA01", "NSR02", "NSR03":
-			return true
-		}
-	}
-	return false
-}
-
-// spawnMonitor starts the process that watches a VM's domain until it is
-// gone: it destroys the domain when the guest halts (on_poweroff
-// "destroy"), runs the DHCP responder when dom0 is the VM's backend, and
-// cleans up the run files. It outlives this command, in its own session.
-func spawnMonitor(c *cmdline, s lifecycle.Started) error {
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the qvm binary for the monitor: %w", err)
-	}
-	logDir := filepath.Join(c.stateDir(), "log")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return fmt.Errorf("monitor log: %w", err)
-	}
-	logf, err := os.OpenFile(filepath.Join(logDir, s.Name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("monitor log: %w", err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(self, "monitor", "--dir", c.stateDir(), s.Name, strconv.FormatUint(uint64(s.Domid), 10))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "QVM_DEBUG=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start monitor: %w", err)
-	}
-	return cmd.Process.Release()
 }

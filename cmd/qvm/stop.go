@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/qvm-project/qvm/lifecycle"
@@ -16,32 +17,54 @@ import (
 )
 
 // runShutdown is qvm-shutdown: ask VMs to shut down; with --wait, wait
-// until they are gone (killing them after the timeout).
+// until they are gone (killing them after their shutdown_timeout, or
+// --timeout). VMs that are not running are not errors; each failure is
+// reported and counted in the exit code, as in Qubes.
 func runShutdown(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline(ctx, "[options] VMNAME...")
-	var wait, all, force bool
-	var timeout int
-	var exclude []string
-	c.BoolVar(&wait, "wait", false, "wait until the VMs are gone")
-	c.IntVar(&timeout, "timeout", 0, "seconds to wait before killing (default: each VM's shutdown_timeout)")
-	c.BoolVar(&all, "all", false, "every running VM")
-	c.StringArrayVar(&exclude, "exclude", nil, "with --all: leave this VM running (repeatable)")
-	c.BoolVar(&force, "force", false, "ignored (qvm does not refuse to stop a netvm in use)")
+	c := a.newCmdline(ctx, "[options] [--all [--exclude EXCLUDE]] VMNAME...")
+	var wait, force, dryRun bool
+	var timeout string
+	sel := c.selection("")
+	c.BoolVar(&wait, "wait", false, "wait for the VMs to shut down")
+	c.StringVar(&timeout, "timeout", "", "Deprecated, use --wait instead. Setting this option will enable --wait (qvm: seconds to wait before killing)")
+	c.BoolVar(&force, "force", false, "shut down even if other qubes depend on this one (qvm never refuses)")
+	c.BoolVar(&dryRun, "dry-run", false, "don't really shutdown or kill the domains; useful with --wait")
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	names, err := targets(c, all, exclude)
+	secs := 0
+	if timeout != "" {
+		n, err := strconv.Atoi(timeout)
+		if err != nil || n < 0 {
+			return usagef("argument --timeout: %s is not a number of seconds", pyRepr(timeout))
+		}
+		secs, wait = n, true
+	}
+	_, sys, err := c.session().load()
 	if err != nil {
 		return err
 	}
-	m, done, err := c.manager(ctx)
+	names, err := sel.resolve(sys, c.Args(), true, false)
 	if err != nil {
 		return err
 	}
-	defer done()
+	if dryRun {
+		return nil
+	}
+	// Without Xen nothing runs: say so rather than succeed.
+	m, err := c.session().manager()
+	if err != nil {
+		return err
+	}
+	var running []string
+	for _, n := range names {
+		if sys.IsRunning(n) {
+			running = append(running, n)
+		}
+	}
 	var wg sync.WaitGroup
-	errs := make([]error, len(names))
-	for i, name := range names {
+	errs := make([]error, len(running))
+	for i, name := range running {
 		if !wait {
 			errs[i] = m.RequestShutdown(ctx, name)
 			continue
@@ -49,7 +72,7 @@ func runShutdown(ctx context.Context, a *app, args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			forced, err := m.Shutdown(ctx, name, time.Duration(timeout)*time.Second)
+			forced, err := m.Shutdown(ctx, name, time.Duration(secs)*time.Second)
 			if forced {
 				fmt.Fprintf(a.stderr, "%s: %s did not shut down in time and was killed\n", a.prog, name)
 			}
@@ -57,115 +80,116 @@ func runShutdown(ctx context.Context, a *app, args []string) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return reportFailures(a, "Failed to shut down", running, errs)
 }
 
-// runKill is qvm-kill: destroy VMs at once.
-func runKill(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline(ctx, "[options] VMNAME...")
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	if c.NArg() == 0 {
-		return usagef("give at least one VMNAME")
-	}
-	m, done, err := c.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	var errs []error
-	for _, name := range c.Args() {
-		errs = append(errs, m.Kill(ctx, name))
-	}
-	return errors.Join(errs...)
-}
-
-// targets resolves VMNAME... or --all (running VMs but dom0).
-func targets(c *cmdline, all bool, exclude []string) ([]string, error) {
-	if !all {
-		if c.NArg() == 0 {
-			return nil, usagef("give at least one VMNAME, or --all")
-		}
-		return c.Args(), nil
-	}
-	_, sys, err := c.loadSystem()
-	if err != nil {
-		return nil, err
-	}
-	skip := map[string]bool{vm.Dom0Name: true}
-	for _, e := range exclude {
-		skip[e] = true
-	}
-	var names []string
-	for _, n := range sys.Names() {
-		if !skip[n] && sys.IsRunning(n) {
-			names = append(names, n)
+// reportFailures prints each VM's failure, as Qubes does, and exits with
+// their number.
+func reportFailures(a *app, what string, names []string, errs []error) error {
+	failed := 0
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, lifecycle.ErrNotRunning) {
+			a.printError(fmt.Sprintf("%s: %s: %v", what, names[i], err))
+			failed++
 		}
 	}
-	return names, nil
-}
-
-// runMonitor is the process qvm-start leaves behind for each domain (see
-// spawnMonitor): `qvm monitor VMNAME DOMID`.
-func runMonitor(ctx context.Context, a *app, args []string) error {
-	c := a.newCmdline(ctx, "VMNAME DOMID")
-	if err := c.parse(args); err != nil {
-		return err
+	if failed > 0 {
+		return exitWith(failed, "")
 	}
-	if c.NArg() != 2 {
-		return usagef("give VMNAME DOMID")
-	}
-	name := c.Arg(0)
-	id, err := strconv.ParseUint(c.Arg(1), 10, 32)
-	if err != nil {
-		return usagef("DOMID %q: %v", c.Arg(1), err)
-	}
-	m, done, err := c.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	stopDHCP := startBackendDHCP(c, m, name, uint32(id))
-	defer stopDHCP()
-	a.log.Info("watching domain", "vm", name, "domid", id)
-	reason, err := m.Wait(ctx, name, uint32(id))
-	if err != nil {
-		return err
-	}
-	a.log.Info("VM halted", "vm", name, "domid", id, "reason", string(reason))
 	return nil
 }
 
-// startBackendDHCP runs the DHCP responder on the VM's backend interface
-// when dom0 is its network backend, so that a guest without Qubes agents
-// (an installer, Windows) gets its address. It returns a stop function.
-func startBackendDHCP(c *cmdline, m *lifecycle.Manager, name string, id uint32) func() {
-	// The definitions only: the hypervisor need not be asked again.
-	sys, err := m.Store.Load()
+// runKill is qvm-kill: destroy VMs at once. A VM that is not running is
+// not an error; the exit code is the number of failures.
+func runKill(ctx context.Context, a *app, args []string) error {
+	c := a.newCmdline(ctx, "[options] [--all [--exclude EXCLUDE]] VMNAME...")
+	sel := c.selection("")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	_, sys, err := c.session().load()
 	if err != nil {
-		return func() {}
+		return err
 	}
-	sys.Host = m.Host
-	v, err := sys.View(name)
-	if err != nil || v.NetVM() == nil || v.NetVM().Class() != vm.AdminVM || v.Str("virt_mode") == "hvm" {
-		// HVMs get theirs from the stubdomain, on its bridge.
-		return func() {}
-	}
-	self, err := os.Executable()
+	names, err := sel.resolve(sys, c.Args(), true, false)
 	if err != nil {
-		return func() {}
+		return err
 	}
-	ifname := fmt.Sprintf("vif%d.0", id)
-	cmd := exec.Command(self, "dhcpd", "--interface", ifname, "--mac", v.Str("mac"), "--ip", v.Str("visible_ip"),
-		"--gateway", v.Str("visible_gateway"), "--netmask", v.Str("visible_netmask"), "--hostname", name)
-	cmd.Stdout, cmd.Stderr = c.a.stderr, c.a.stderr
-	if err := cmd.Start(); err != nil {
-		c.a.log.Warn("DHCP responder did not start", "vm", name, "interface", ifname, "err", err)
-		return func() {}
+	for _, n := range names {
+		if n == vm.Dom0Name {
+			return fmt.Errorf("dom0 cannot be killed")
+		}
 	}
-	return func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+	m, err := c.session().manager()
+	if err != nil {
+		return err
 	}
+	var running []string
+	for _, n := range names {
+		if sys.IsRunning(n) {
+			running = append(running, n)
+		}
+	}
+	errs := make([]error, len(running))
+	for i, name := range running {
+		errs[i] = m.Kill(ctx, name)
+	}
+	return reportFailures(a, "Failed to kill", running, errs)
+}
+
+// runMonitor is the process that watches a domain (see
+// lifecycle/monitor.go): `qvm monitor --handoff VMNAME` as qvm-start spawns
+// it (the run lock on fd 3, qvm-start's pipe on fd 4), or `qvm monitor
+// VMNAME DOMID` to watch a running domain whose monitor is gone. It writes
+// the VM's log itself, bounded (lifecycle.OpenLog): its own lines at Info
+// level (or Debug with QVM_DEBUG), the Go runtime's (its standard output
+// and error follow the log file) and its DHCP responder's.
+func runMonitor(ctx context.Context, a *app, args []string) error {
+	c := a.newCmdline(ctx, "[--handoff VMNAME | VMNAME DOMID]")
+	var handoff bool
+	c.BoolVar(&handoff, strings.TrimPrefix(lifecycle.HandoffFlag, "--"), false, "spawned by qvm-start: the run lock on fd 3, the handoff pipe on fd 4")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	var id uint64
+	switch {
+	case handoff && c.NArg() != 1:
+		return usagef("give --handoff VMNAME")
+	case !handoff && c.NArg() != 2:
+		return usagef("give VMNAME DOMID")
+	case !handoff:
+		var err error
+		if id, err = strconv.ParseUint(c.Arg(1), 10, 32); err != nil {
+			return usagef("DOMID %q: %v", c.Arg(1), err)
+		}
+	}
+	name := c.Arg(0)
+	st, err := c.session().store()
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if a.log.Enabled(ctx, slog.LevelDebug) {
+		level = slog.LevelDebug
+	}
+	var out io.Writer
+	if lf, err := lifecycle.OpenLog(st, name); err != nil {
+		a.log.Warn("logging to standard error", "vm", name, "err", err)
+	} else {
+		defer lf.Close()
+		if err := lf.CaptureStdio(); err != nil {
+			a.log.Warn("the Go runtime's own messages may miss the log", "vm", name, "err", err)
+		}
+		out, a.stderr = lf, lf
+	}
+	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	m, err := c.session().manager()
+	if err != nil {
+		return err
+	}
+	m.Log = a.log
+	if handoff {
+		return m.RunHandoffMonitor(ctx, name, os.NewFile(3, "run-lock"), os.NewFile(4, "handoff"), out)
+	}
+	return m.RunMonitor(ctx, name, uint32(id), out)
 }

@@ -113,21 +113,25 @@ func TestDHCPDArgsRoundTrip(t *testing.T) {
 	nic := dmargs.NIC{Device: "nic0", MAC: net.HardwareAddr{0, 0x16, 0x3e, 0x5e, 0x6c, 5}, Ifname: "vif5.0-emu"}
 	n := dmargs.Net{ClientIP: netip.MustParseAddr("10.137.0.5"), Gateway: netip.MustParseAddr("10.137.0.1"),
 		Netmask: net.IPv4Mask(255, 255, 255, 255), DNS: []netip.Addr{netip.MustParseAddr("10.139.1.1"), netip.MustParseAddr("10.139.1.2")}}
-	ifname, l, err := dhcpdLease(dhcpdArgs(nic, n), &strings.Builder{})
+	cfg, err := dhcpdParse(dhcpdConfig(nic, n).Args())
 	if err != nil {
 		t.Fatal(err)
 	}
+	ifname, l := cfg.Interface, cfg.Lease
 	if ifname != bridgeName || l.MAC.String() != "00:16:3e:5e:6c:05" || l.IP.String() != "10.137.0.5" || l.Gateway.String() != "10.137.0.1" ||
 		net.IP(l.Netmask).String() != "255.255.255.255" || len(l.DNS) != 2 || l.DNS[1].String() != "10.139.1.2" {
 		t.Fatalf("lease %+v on %s", l, ifname)
 	}
 	n.DNS = nil
-	if _, l, err = dhcpdLease(dhcpdArgs(nic, n), &strings.Builder{}); err != nil || len(l.DNS) != 0 {
-		t.Fatalf("no DNS: %+v, %v", l, err)
+	if cfg, err = dhcpdParse(dhcpdConfig(nic, n).Args()); err != nil || len(cfg.Lease.DNS) != 0 {
+		t.Fatalf("no DNS: %+v, %v", cfg.Lease, err)
 	}
-	for _, bad := range [][]string{{"-interface", "br0", "-mac", "zz", "-ip", "1.2.3.4", "-gateway", "1.2.3.1"}, {"-mac", "00:16:3e:00:00:01"}, {"-interface", "br0", "extra"}} {
-		if _, _, err := dhcpdLease(bad, &strings.Builder{}); err == nil {
-			t.Errorf("dhcpdLease(%q) accepted", bad)
+	if cfg.Server().String() != "10.137.0.1" {
+		t.Errorf("server identifier %s, want the gateway", cfg.Server())
+	}
+	for _, bad := range [][]string{{"--interface", "br0", "--mac", "zz", "--ip", "1.2.3.4", "--gateway", "1.2.3.1"}, {"--mac", "00:16:3e:00:00:01"}, {"--interface", "br0", "extra"}} {
+		if _, err := dhcpdParse(bad); err == nil {
+			t.Errorf("dhcpdParse(%q) accepted", bad)
 		}
 	}
 }

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -32,70 +28,37 @@ func dhcpdCmd(nic dmargs.NIC, n dmargs.Net) (bootinit.Cmd, error) {
 	}
 	return bootinit.Cmd{
 		Path:   exe,
-		Args:   append([]string{"stubdominit", dhcpdVerb}, dhcpdArgs(nic, n)...),
+		Args:   append([]string{"stubdominit", dhcpdVerb}, dhcpdConfig(nic, n).Args()...),
 		Env:    []string{},
 		Stdout: os.Stdout,
 		Stderr: os.Stdout,
 	}, nil
 }
 
-// dhcpdArgs are the DHCP server's options for a guest's NIC and network.
-func dhcpdArgs(nic dmargs.NIC, n dmargs.Net) []string {
-	dns := make([]string, len(n.DNS))
+// dhcpdConfig is what the DHCP server serves: the guest's lease on the
+// bridge, identified with the gateway's address (the bridge has none of
+// its own).
+func dhcpdConfig(nic dmargs.NIC, n dmargs.Net) dhcpd.Config {
+	dns := make([]net.IP, len(n.DNS))
 	for i, d := range n.DNS {
-		dns[i] = d.String()
+		dns[i] = d.AsSlice()
 	}
-	return []string{
-		"-interface", bridgeName,
-		"-mac", nic.MAC.String(),
-		"-ip", n.ClientIP.String(),
-		"-gateway", n.Gateway.String(),
-		"-netmask", net.IP(n.Netmask).String(),
-		"-dns", strings.Join(dns, ","),
-	}
+	return dhcpd.Config{Interface: bridgeName, Lease: dhcpd.Lease{
+		MAC: nic.MAC, IP: n.ClientIP.AsSlice(), Gateway: n.Gateway.AsSlice(), Netmask: n.Netmask, DNS: dns}}
 }
 
-// dhcpdLease parses the DHCP server's options back into its lease.
-func dhcpdLease(args []string, stderr io.Writer) (ifname string, l dhcpd.Lease, err error) {
-	fs := flag.NewFlagSet("stubdominit dhcpd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	iface := fs.String("interface", "", "interface to serve on")
-	mac := fs.String("mac", "", "the guest's MAC")
-	ip := fs.String("ip", "", "the guest's IPv4 address")
-	gw := fs.String("gateway", "", "the guest's gateway")
-	mask := fs.String("netmask", "255.255.255.255", "the guest's netmask")
-	dns := fs.String("dns", "", "DNS servers, comma-separated")
+// dhcpdParse reads the DHCP server's options back.
+func dhcpdParse(args []string) (dhcpd.Config, error) {
+	fs := dhcpd.NewFlagSet("stubdominit dhcpd")
 	if err := fs.Parse(args); err != nil {
-		return "", l, err
+		return dhcpd.Config{}, err
 	}
-	if fs.NArg() > 0 {
-		return "", l, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if *iface == "" {
-		return "", l, fmt.Errorf("-interface is required")
-	}
-	if l.MAC, err = dhcpd.ParseMAC(*mac); err != nil {
-		return "", l, fmt.Errorf("-mac: %w", err)
-	}
-	if l.IP, err = dhcpd.ParseIPv4("-ip", *ip); err != nil {
-		return "", l, err
-	}
-	if l.Gateway, err = dhcpd.ParseIPv4("-gateway", *gw); err != nil {
-		return "", l, err
-	}
-	if l.Netmask, err = dhcpd.ParseNetmask(*mask); err != nil {
-		return "", l, fmt.Errorf("-netmask: %w", err)
-	}
-	if l.DNS, err = dhcpd.ParseIPv4List("-dns", *dns); err != nil {
-		return "", l, err
-	}
-	return *iface, l, nil
+	return fs.Config()
 }
 
-// runDHCPD serves one lease until SIGTERM; the server identifies itself
-// with the gateway's address (the bridge has none of its own).
+// runDHCPD serves one lease until SIGTERM.
 func runDHCPD(ctx context.Context, args []string) error {
-	ifname, l, err := dhcpdLease(args, os.Stderr)
+	cfg, err := dhcpdParse(args)
 	if err != nil {
 		return err
 	}
@@ -104,10 +67,10 @@ func runDHCPD(ctx context.Context, args []string) error {
 	// No uptime on these records: reading /proc/uptime would be a file
 	// open, which the server's sandbox does not allow.
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: dropTime})).With("prog", "stubdominit-dhcpd")
-	s, err := dhcpd.New(ifname, l.Gateway, []dhcpd.Lease{l}, log)
+	s, err := dhcpd.New(cfg.Interface, cfg.Server(), []dhcpd.Lease{cfg.Lease}, log)
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "lease", l.String())
+	log.Info("serving", "lease", cfg.Lease.String())
 	return s.Serve(ctx)
 }

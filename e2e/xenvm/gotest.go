@@ -40,9 +40,28 @@ const testBinary = "xenvm.test"
 // The inside run's output and dom0init's progress lines are logged through
 // t.Log as they come. t fails if the inside test failed or dom0 never
 // reported; the Result is returned for timings and logs. cfg.Job is set by
-// RunTest; cfg.Files gets the test binary.
+// RunTest; cfg.Files gets the test binary. Under -short the test is
+// skipped, or fails with QVM_TEST_STRICT=1 (see SkipShort).
+//
+// One RunTest boots at a time on a machine: go test runs the test binaries
+// of several packages at once, and two emulated machines on the same cores
+// slow each other's guests past their timeouts, so RunTest first waits for
+// a file lock in the temporary directory (the wait does not count against
+// cfg.Timeout).
 func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 	t.Helper()
+	SkipShort(t)
+	waitStart := time.Now()
+	unlock, err := lockBed(ctx, os.TempDir(), func(path string) {
+		t.Logf("xenvm: another test bed is running (%s is locked); waiting for it to end", path)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if d := time.Since(waitStart); d > 5*time.Second {
+		t.Logf("xenvm: waited %.0f s for the other test bed", d.Seconds())
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatalf("xenvm: find the test binary: %v", err)
@@ -110,8 +129,17 @@ func RunTest(ctx context.Context, t testing.TB, cfg Config) *Result {
 const TripleFaultMark = "Triple fault - invoking HVM shutdown"
 
 // TripleFaultMsg explains a guest triple fault in a test: under nested
-// emulation a Debian guest kernel seldom triple-faults early in its boot,
-// whichever toolstack built the domain.
+// emulation a Debian guest kernel (PVH, or HVM) seldom triple-faults early
+// in its boot, whichever toolstack built the domain. Where: Xen's dumps
+// put the guest's RIP right after an `in $0x42` of quick_pit_calibrate,
+// with interrupts off. On an AMD CPU without CPUID leaf 0x16 nothing else
+// gives the kernel its CPU frequency, and a PVH domain has no PIT, so each
+// read returns 0xff and the loop runs its full 50000 rounds, two port
+// reads each: 100000 I/O exits to Xen, each a nested VM exit that QEMU's
+// TCG emulates, and now and then one ends in a triple fault, likelier on a
+// busy host. The kernel has no option that skips that calibration
+// (with clearcpuid=tsc, which would, a PVH guest printed nothing in six
+// minutes).
 const TripleFaultMsg = "a guest triple-faulted early in its boot (a flake of guests under nested emulation)"
 
 // GoTestJob is the job that runs one test (by its full name, subtests

@@ -237,3 +237,29 @@ echo '{"exit_code": 3}' > $share/out/status.json
 		t.Fatalf("Run with one attempt: %v, want ErrNoStatus saying dom0 was not ready", err)
 	}
 }
+
+// TestLockBed: a second lockBed waits while the first holds the lock (and
+// says so once), gives up when its context ends, and gets the lock once it
+// is released.
+func TestLockBed(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockBed(context.Background(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits int
+	ctx, cancel := context.WithTimeout(context.Background(), 2*lockPoll+lockPoll/2)
+	defer cancel()
+	if _, err := lockBed(ctx, dir, func(string) { waits++ }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lockBed while the lock is held: %v, want DeadlineExceeded", err)
+	}
+	if waits != 1 {
+		t.Errorf("waiting called %d times, want once", waits)
+	}
+	unlock()
+	unlock2, err := lockBed(context.Background(), dir, func(string) { t.Error("waited for a released lock") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock2()
+}

@@ -2,7 +2,7 @@
 // whether the guest's QEMU runs in qvm's stubdomain or in dom0.
 //
 // The drive is the one the domain was started with (qvm puts it at
-// CDROMVdev; a domain started without --cdrom has none, and a drive
+// domconfig.CDROMVdev; a domain started without --cdrom has none, and a drive
 // cannot be added to a running guest). What QEMU can open differs:
 //
 //   - QEMU in dom0 opens dom0 files, and libxl changes media itself
@@ -15,7 +15,10 @@
 //     (package qemu) via libxl's relay to the stubdomain.
 //
 // The dom0 path of what is in a drive comes from the backend of the block
-// device that carries it, so nothing but the live state is consulted.
+// device that carries it, so nothing but the live state is consulted; and
+// only from what dom0 alone can write (see backendDir): the guest and its
+// stubdomain can rewrite their own xenstore entries, and what their QEMU
+// reports is used only after validation.
 package cdrom
 
 import (
@@ -29,12 +32,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/qemu"
+	"github.com/qvm-project/qvm/termtext"
 	"github.com/qvm-project/qvm/xenstore"
 )
-
-// CDROMVdev is where qvm puts an HVM's CD-ROM drive.
-const CDROMVdev = "xvdd"
 
 // Hypervisor changes media for QEMU in dom0 (xl.Context implements it).
 type Hypervisor interface {
@@ -103,7 +105,7 @@ func (c *Changer) monitor(ctx context.Context, domid uint32) (*qemu.Monitor, err
 }
 
 // drive finds the domain's CD-ROM drive in QEMU: its only removable
-// drive, or the one libxl named after CDROMVdev.
+// drive, or the one libxl named after domconfig.CDROMVdev.
 func drive(ctx context.Context, m *qemu.Monitor, domid uint32) (qemu.Drive, error) {
 	ds, err := m.Removable(ctx)
 	if err != nil {
@@ -112,7 +114,7 @@ func drive(ctx context.Context, m *qemu.Monitor, domid uint32) (qemu.Drive, erro
 	if len(ds) == 1 {
 		return ds[0], nil
 	}
-	want := "ide-" + strconv.Itoa(VdevNumber(CDROMVdev))
+	want := "ide-" + strconv.Itoa(VdevNumber(domconfig.CDROMVdev))
 	for _, d := range ds {
 		if d.ID == want {
 			return d, nil
@@ -158,7 +160,7 @@ func (c *Changer) Status(ctx context.Context, domid uint32) (Status, error) {
 	if st.Stubdom == 0 {
 		// libxl's QEMU in dom0 opens media through file descriptors it
 		// passes in; the backend entry has the path.
-		st.Medium, err = c.backendImage(ctx, domid, CDROMVdev)
+		st.Medium, err = c.backendImage(ctx, domid, domconfig.CDROMVdev)
 	} else {
 		st.Medium, err = c.stubdomImage(ctx, st.Stubdom, d.Medium.File)
 	}
@@ -170,7 +172,7 @@ func (c *Changer) Status(ctx context.Context, domid uint32) (Status, error) {
 func (c *Changer) stubdomImage(ctx context.Context, stubdom uint32, file string) (string, error) {
 	vdev, ok := strings.CutPrefix(file, "/dev/")
 	if !ok {
-		return "", fmt.Errorf("stubdomain %d's QEMU has %q in the drive, not one of its block devices", stubdom, file)
+		return "", fmt.Errorf("stubdomain %d's QEMU has \"%s\" in the drive, not one of its block devices", stubdom, termtext.Cut(file, 256))
 	}
 	return c.backendImage(ctx, stubdom, vdev)
 }
@@ -182,7 +184,7 @@ func (c *Changer) backendImage(ctx context.Context, domid uint32, vdev string) (
 	if n < 0 {
 		return "", fmt.Errorf("block device %q of domain %d: not an xvd name qvm uses", vdev, domid)
 	}
-	be, err := c.XS.ReadString(ctx, fmt.Sprintf("/local/domain/%d/device/vbd/%d/backend", domid, n))
+	be, err := c.backendDir(ctx, domid, n)
 	if err != nil {
 		return "", fmt.Errorf("domain %d's block device %s: %w", domid, vdev, err)
 	}
@@ -191,6 +193,36 @@ func (c *Changer) backendImage(ctx context.Context, domid uint32, vdev string) (
 		return "", fmt.Errorf("domain %d's block device %s: %w", domid, vdev, err)
 	}
 	return imageOf(ParamsPath(params)), nil
+}
+
+// backendKinds are the backends libxl serves a disk with from dom0.
+var backendKinds = []string{"vbd", "qdisk", "vbd3"}
+
+// backendDir returns the backend directory of domain domid's block device
+// devid. It comes from libxl's own record of the device,
+// /libxl/<domid>/device/vbd/<devid>/backend (libxl__device_libxl_path),
+// which only dom0 can write. The frontend's copy,
+// /local/domain/<domid>/device/vbd/<devid>/backend, belongs to the domain
+// (and to its stubdomain, which has the guest's rights), which can point
+// it anywhere: it is never read. The directory must also be dom0's own
+// backend of that device, /local/domain/0/backend/KIND/<domid>/<devid>.
+func (c *Changer) backendDir(ctx context.Context, domid uint32, devid int) (string, error) {
+	p := fmt.Sprintf("%s/%d/backend", libxlVbdDir(domid), devid)
+	be, err := c.XS.ReadString(ctx, p)
+	if err != nil {
+		return "", fmt.Errorf("libxl's record of it: %w", err)
+	}
+	for _, k := range backendKinds {
+		if be == fmt.Sprintf("/local/domain/0/backend/%s/%d/%d", k, domid, devid) {
+			return be, nil
+		}
+	}
+	return "", fmt.Errorf("%s is \"%s\", not a backend of that device in dom0 (qvm serves disks from dom0 only)", p, termtext.Cut(be, 256))
+}
+
+// libxlVbdDir is libxl's record of domain domid's block devices.
+func libxlVbdDir(domid uint32) string {
+	return fmt.Sprintf("/libxl/%d/device/vbd", domid)
 }
 
 // imageOf maps a loop device (how a phy backend serves a file) to the
@@ -234,11 +266,11 @@ func (c *Changer) Insert(ctx context.Context, domid uint32, path string) error {
 		return fmt.Errorf("domain %d: %w (dom0:%s): detach it first", domid, ErrBusy, st.Medium)
 	}
 	if st.Stubdom == 0 {
-		return c.Hyp.CDROMInsert(ctx, domid, CDROMVdev, path)
+		return c.Hyp.CDROMInsert(ctx, domid, domconfig.CDROMVdev, path)
 	}
 	// The disc the stubdomain got at start is still its xvdd.
-	vdev := CDROMVdev
-	if orig, err := c.backendImage(ctx, st.Stubdom, CDROMVdev); err != nil || orig != path {
+	vdev := domconfig.CDROMVdev
+	if orig, err := c.backendImage(ctx, st.Stubdom, domconfig.CDROMVdev); err != nil || orig != path {
 		if vdev, err = c.freeVdev(ctx, st.Stubdom); err != nil {
 			return err
 		}
@@ -281,7 +313,7 @@ func (c *Changer) Eject(ctx context.Context, domid uint32, path string) error {
 		return fmt.Errorf("domain %d: the CD-ROM drive holds dom0:%s, not dom0:%s", domid, st.Medium, path)
 	}
 	if st.Stubdom == 0 {
-		return c.Hyp.CDROMEject(ctx, domid, CDROMVdev)
+		return c.Hyp.CDROMEject(ctx, domid, domconfig.CDROMVdev)
 	}
 	m, err := c.monitor(ctx, domid)
 	if err != nil {
@@ -310,16 +342,17 @@ func (c *Changer) Eject(ctx context.Context, domid uint32, path string) error {
 // dropExtra detaches a disc Insert attached to the stubdomain (not its
 // original xvdd).
 func (c *Changer) dropExtra(ctx context.Context, stubdom uint32, vdev string) {
-	if stubdom != 0 && vdev != CDROMVdev {
+	if stubdom != 0 && vdev != domconfig.CDROMVdev {
 		_ = c.Disks.Detach(context.WithoutCancel(ctx), stubdom, vdev)
 	}
 }
 
 // freeVdev returns the first xvd name from xvde on that the stubdomain
-// does not use.
+// does not use, by libxl's record (the stubdomain can remove its own
+// frontend entries, not that).
 func (c *Changer) freeVdev(ctx context.Context, stubdom uint32) (string, error) {
 	used := map[string]bool{}
-	ids, err := c.XS.Directory(ctx, fmt.Sprintf("/local/domain/%d/device/vbd", stubdom))
+	ids, err := c.XS.Directory(ctx, libxlVbdDir(stubdom))
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return "", err
 	}

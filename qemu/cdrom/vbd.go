@@ -41,7 +41,7 @@ const (
 func vbdPaths(domid uint32, devid int) (fe, be, lp string) {
 	return fmt.Sprintf("/local/domain/%d/device/vbd/%d", domid, devid),
 		fmt.Sprintf("/local/domain/0/backend/vbd/%d/%d", domid, devid),
-		fmt.Sprintf("/libxl/%d/device/vbd/%d", domid, devid)
+		fmt.Sprintf("%s/%d", libxlVbdDir(domid), devid)
 }
 
 // Attach serves image read-only to domain domid as block device vdev and
@@ -76,7 +76,7 @@ func (x XenstoreDisks) Attach(ctx context.Context, domid uint32, vdev, image str
 		"physical-device": fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)),
 	}
 	err = x.XS.Transaction(ctx, func(tx *xenstore.Transaction) error {
-		for _, p := range []string{fe, be} {
+		for _, p := range []string{fe, be, lp} {
 			if _, err := tx.Read(ctx, p); err == nil {
 				return fmt.Errorf("domain %d already has a block device %s (%s)", domid, vdev, p)
 			}

@@ -11,17 +11,18 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/qvm-project/qvm/domconfig"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/stubdom"
+	"github.com/qvm-project/qvm/stubdom/image"
 )
 
 func main() {
-	var spec stubdom.Spec
+	var spec image.Spec
 	flag.StringVar(&spec.URoot, "uroot", "", "the u-root binary")
 	flag.StringVar(&spec.ModuleDir, "module", ".", "this Go module's directory")
 	flag.StringVar(&spec.Kernel, "kernel", "", "the stubdomain kernel (an uncompressed vmlinux: libxl loads it without decompressing)")
@@ -47,7 +48,7 @@ func main() {
 	spec.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	spec.Stderr = os.Stderr
 	start := time.Now()
-	res, err := stubdom.Build(context.Background(), spec)
+	res, err := image.Build(context.Background(), spec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mkstubdom: %v\n", err)
 		os.Exit(1)

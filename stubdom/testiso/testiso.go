@@ -38,7 +38,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/qvm-project/qvm/bootinit"
-	"github.com/qvm-project/qvm/stubdom"
+	"github.com/qvm-project/qvm/stubdom/image"
 )
 
 // LinePrefix starts every line the guest reports.
@@ -217,11 +217,11 @@ esac
 // list in dependency order. stage is a scratch directory.
 func Initramfs(modulesDir, kernelVersion, stage string) ([]byte, error) {
 	defer os.RemoveAll(stage)
-	mods, err := stubdom.StageModules(modulesDir, stage, guestModules)
+	mods, err := image.StageModules(modulesDir, stage, guestModules)
 	if err != nil {
 		return nil, fmt.Errorf("testiso: %w", err)
 	}
-	order, err := stubdom.LoadOrder(filepath.Join(stage, "modules.dep"))
+	order, err := image.LoadOrder(filepath.Join(stage, "modules.dep"))
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func Initramfs(modulesDir, kernelVersion, stage string) ([]byte, error) {
 	}
 	recs = append(dirRecs, recs...)
 	var buf bytes.Buffer
-	if err := stubdom.WriteGzipCPIO(&buf, recs); err != nil {
+	if err := image.WriteGzipCPIO(&buf, recs); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

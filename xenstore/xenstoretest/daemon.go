@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -98,11 +99,26 @@ func (d *Daemon) start() error {
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	os.Remove(d.Socket)
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig is sent when the thread that forked the daemon exits, not
+	// the process, and Go does end threads: one whose goroutine exits
+	// while locked to it (a test that moved a thread into a network
+	// namespace) goes with it, and with it the daemon. So fork from a
+	// thread that is held until the daemon has exited.
+	exited := make(chan struct{})
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+			close(exited)
+		}
+	}()
+	if err := <-started; err != nil {
 		return fmt.Errorf("start %s: %w", XenstoredPath, err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
 	d.mu.Lock()
 	d.cmd, d.output, d.exited = cmd, out, exited
 	d.mu.Unlock()
