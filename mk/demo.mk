@@ -11,3 +11,19 @@ demo: dom0-image guest-image dom0-qemu-image stubdom-image
 bench-start: dom0-image guest-image
 	@$(GO) build -o $(BUILD)/bench-start ./bench/start
 	@$(BUILD)/bench-start
+
+# bench-parallel: 8 qvm-starts at once against 8 xl creates at once of the
+# same domains, and the 8 qvm-starts one after another, in the nested Xen
+# (see bench/parallel).
+.PHONY: bench-parallel
+bench-parallel: dom0-image guest-image
+	@$(GO) build -o $(BUILD)/bench-parallel ./bench/parallel
+	@$(BUILD)/bench-parallel
+
+# bench-footprint: dom0 processes and resident memory per running VM with 8
+# VMs, qvm-start against xl create of the same domains, in the nested Xen
+# (see bench/footprint).
+.PHONY: bench-footprint
+bench-footprint: dom0-image guest-image
+	@$(GO) build -o $(BUILD)/bench-footprint ./bench/footprint
+	@$(BUILD)/bench-footprint

@@ -139,7 +139,10 @@ const TripleFaultMark = "Triple fault - invoking HVM shutdown"
 // TCG emulates, and now and then one ends in a triple fault, likelier on a
 // busy host. The kernel has no option that skips that calibration
 // (with clearcpuid=tsc, which would, a PVH guest printed nothing in six
-// minutes).
+// minutes). Other dumps hold Xen's own RIP and CR2 as the guest's state, a
+// race between the threads of QEMU's multi-threaded TCG: the bed now runs
+// one emulated CPU (defaultCPUs), with which the load that faulted both
+// boots of a run before passed.
 const TripleFaultMsg = "a guest triple-faulted early in its boot (a flake of guests under nested emulation)"
 
 // GoTestJob is the job that runs one test (by its full name, subtests

@@ -62,7 +62,7 @@ type Config struct {
 	NoHVM bool
 	// MemoryMiB is the emulated machine's RAM (default 3072);
 	// Dom0MemMiB is dom0's share of it (default 1024); CPUs is the number
-	// of emulated CPUs (default 2).
+	// of emulated CPUs (default 1: see defaultCPUs).
 	MemoryMiB, Dom0MemMiB, CPUs int
 	// XenArgs and KernelArgs are appended to Xen's and dom0's command lines.
 	XenArgs, KernelArgs []string
@@ -275,7 +275,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Dom0MemMiB = 1024
 	}
 	if c.CPUs == 0 {
-		c.CPUs = 2
+		c.CPUs = defaultCPUs
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
@@ -343,6 +343,17 @@ func joinInitrds(work, image string, extra []string) (string, error) {
 	}
 	return dst, out.Close()
 }
+
+// defaultCPUs is one emulated CPU. With two (QEMU's multi-threaded TCG,
+// a host thread per CPU) guests triple-faulted early in their boot, more
+// often the busier the host: with a CPU-bound process beside the run,
+// both boots of TestStubdomHVM lost their HVM guest, Xen's dump of it
+// holding Xen's own RIP and CR2 (state of the nested hypervisor leaking
+// into the guest's: a race of the emulator's nested SVM between its
+// threads). With one CPU the same run passed, and dom0 booted no slower
+// under that load. -accel tcg,thread=single with two CPUs instead hung the
+// HVM guest in its BIOS.
+const defaultCPUs = 1
 
 // qemuArgs is the emulator's command line.
 func qemuArgs(cfg Config, initrd, share, serialPath string) ([]string, error) {
