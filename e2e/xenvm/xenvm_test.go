@@ -40,7 +40,7 @@ func TestQEMUArgs(t *testing.T) {
 	}
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
-		"-no-reboot", "-nic none", "-cpu qemu64,+svm,+npt", "-m 3072", "-smp 2", "-kernel " + p.Xen,
+		"-no-reboot", "-nic none", "-cpu qemu64,+svm,+npt", "-m 3072", "-smp 1", "-kernel " + p.Xen,
 		"dom0_mem=1024M,max:1024M", "-serial file:/l", "-monitor none",
 		"-initrd " + p.Kernel + " console=hvc0 earlyprintk=xen qvm.share=qvmhost qvm.run=job quiet," + p.Dom0Image,
 		"-virtfs local,path=/s,mount_tag=qvmhost,",
