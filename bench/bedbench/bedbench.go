@@ -70,14 +70,43 @@ func Host(name string, args []string, summary *regexp.Regexp) int {
 	return 0
 }
 
+// cmdTimeout bounds each command Sh runs, so that a hung start or kill
+// ends the benchmark with its name rather than at the bed's timeout.
+const cmdTimeout = 5 * time.Minute
+
 // Sh runs a command in dom0 and returns its combined output; the error
 // names the command and holds the output.
 func Sh(argv ...string) (string, error) {
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("no end after %s: %w", cmdTimeout, err)
+	}
 	if err != nil {
 		return string(out), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// Running checks that xl lists a domain of each of names.
+func Running(names []string) error {
+	out, err := Sh("xl", "list")
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(out, "\n")[1:] {
+		if f := strings.Fields(l); len(f) > 0 {
+			have[f[0]] = true
+		}
+	}
+	for _, n := range names {
+		if !have[n] {
+			return fmt.Errorf("domain %s is not in xl list after its start:\n%s", n, out)
+		}
+	}
+	return nil
 }
 
 // Timed runs a command and returns its wall time in milliseconds.

@@ -176,6 +176,7 @@ func measure() error {
 	if err != nil {
 		return err
 	}
+	fmt.Printf("  qvm-start of %d VMs\n", count)
 	for i := range count {
 		if _, err := bedbench.Sh("qvm-start", vmName(i)); err != nil {
 			return err
@@ -185,7 +186,15 @@ func measure() error {
 	if err != nil {
 		return err
 	}
+	var names []string
+	for i := range count {
+		names = append(names, vmName(i))
+	}
+	if err := bedbench.Running(names); err != nil {
+		return err
+	}
 	qMiB, qProcs := tally("qvm", newProcs(base, now))
+	fmt.Println("  stopping the qvm VMs; xl create of the same domains")
 	for i := range count {
 		if _, err := bedbench.Sh("qvm-kill", vmName(i)); err != nil {
 			return err
@@ -212,6 +221,13 @@ func measure() error {
 		}
 	}
 	if now, err = settle(); err != nil {
+		return err
+	}
+	names = names[:0]
+	for i := range count {
+		names = append(names, vmName(i)+"-xl")
+	}
+	if err := bedbench.Running(names); err != nil {
 		return err
 	}
 	xMiB, xProcs := tally("xl", newProcs(base, now))

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -60,26 +59,6 @@ func together(f func(i int) error) (time.Duration, error) {
 	return d, nil
 }
 
-// running checks that xl lists every one of names as a domain.
-func running(names []string) error {
-	out, err := bedbench.Sh("xl", "list")
-	if err != nil {
-		return err
-	}
-	have := map[string]bool{}
-	for _, l := range strings.Split(out, "\n")[1:] {
-		if f := strings.Fields(l); len(f) > 0 {
-			have[f[0]] = true
-		}
-	}
-	for _, n := range names {
-		if !have[n] {
-			return fmt.Errorf("domain %s is not in xl list after its start:\n%s", n, out)
-		}
-	}
-	return nil
-}
-
 func qvmNames() []string {
 	var n []string
 	for i := range count {
@@ -113,7 +92,7 @@ func qvmParallel() (all, ls float64, err error) {
 		err = lerr
 	}
 	if err == nil {
-		err = running(qvmNames())
+		err = bedbench.Running(qvmNames())
 	}
 	return bedbench.Ms(d), ls, err
 }
@@ -126,7 +105,7 @@ func qvmSerial() (float64, error) {
 		}
 	}
 	d := time.Since(t)
-	return bedbench.Ms(d), running(qvmNames())
+	return bedbench.Ms(d), bedbench.Running(qvmNames())
 }
 
 // xlParallel creates the same domains with xl at once; their configs and
@@ -151,7 +130,7 @@ func xlParallel() (float64, error) {
 		return err
 	})
 	if err == nil {
-		err = running(names)
+		err = bedbench.Running(names)
 	}
 	if _, derr := together(func(i int) error {
 		_, err := bedbench.Sh("xl", "destroy", names[i])
