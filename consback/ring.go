@@ -13,7 +13,7 @@
 // a secondary console (Linux's hvc_xen frontend) grants a page of its own
 // and goes through the xenbus handshake.
 //
-// qvm runs it for its HVM stubdomains (cmd/qvm-stubdom-consoles), whose
+// qvm runs it for its HVM stubdomains (cmd/qvm-stubdom-dm), whose
 // consoles libxl 4.17 would otherwise have a root QEMU in dom0 serve.
 package consback
 

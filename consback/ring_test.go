@@ -110,3 +110,15 @@ func FuzzRingRead(f *testing.F) {
 		}
 	})
 }
+
+func TestUserFor(t *testing.T) {
+	for _, id := range []uint32{1, 2, 0x7FEF, 0x7FF0, 0xFFFFFFFF} {
+		u := UserFor(id)
+		if u < UIDBase || u >= 0x7FFE0000 {
+			t.Errorf("UserFor(%d) = %#x, outside %#x..0x7FFDFFFF", id, u, UIDBase)
+		}
+	}
+	if UserFor(1) == UserFor(2) {
+		t.Error("two domains share a user")
+	}
+}

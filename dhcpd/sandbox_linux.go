@@ -21,7 +21,7 @@ import (
 // within a network namespace, so two servers on one host (dom0 runs one
 // per VM, all in its namespace) never share one.
 //
-// The range 0x7FF00000-0x7FFDFFFF (2146435072-2147352575) is one that no
+// The range 0x7FF00000-0x7FFD7FFF (2146435072-2147319807) is one that no
 // user database, distribution or common tool assigns: above the 16-bit
 // users (adduser, systemd's dynamic users 61184-65519, nobody 65534),
 // above systemd-nspawn's container ranges (up to 0x6FFFFFFF) and the
@@ -30,11 +30,13 @@ import (
 // (200000-2000200000), below systemd's foreign UID range
 // (0x7FFE0000-0x7FFEFFFF) and below 2^31, where some programs and kernel
 // interfaces mishandle IDs (see https://systemd.io/UIDS-GIDS/). It holds
-// 917504 IDs: an index past that wraps around, which would take that many
-// interfaces created since boot for two live ones to meet.
+// 884736 IDs: an index past that wraps around, which would take that many
+// interfaces created since boot for two live ones to meet. The 32768 IDs
+// above it, up to 0x7FFDFFFF, are the stubdomain console servers' (one per
+// domain ID: package consback).
 const (
 	UIDBase  = 0x7FF00000
-	UIDCount = 0x7FFE0000 - UIDBase
+	UIDCount = 0x7FFD8000 - UIDBase
 )
 
 // UserFor is the user and group ID of the server on the interface with

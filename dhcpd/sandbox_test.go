@@ -252,7 +252,7 @@ func TestRespondersHaveTheirOwnUsers(t *testing.T) {
 func TestUserForStaysInItsRange(t *testing.T) {
 	for _, idx := range []int{1, 2, 4096, UIDCount - 1, UIDCount, UIDCount + 5, 1<<31 - 1, -1} {
 		u := UserFor(idx)
-		if u < UIDBase || u >= UIDBase+UIDCount || u >= 0x7FFE0000 {
+		if u < UIDBase || u >= UIDBase+UIDCount || u >= 0x7FFD8000 {
 			t.Errorf("UserFor(%d) = %#x, outside %#x..%#x", idx, u, UIDBase, UIDBase+UIDCount-1)
 		}
 	}

@@ -50,6 +50,11 @@ type Inputs struct {
 	// StubdomKernel and StubdomRamdisk are the HVM stubdomain's files;
 	// empty leaves libxl's defaults.
 	StubdomKernel, StubdomRamdisk string
+	// StubdomDM is the program libxl runs in dom0 for the stubdomain
+	// instead of QEMU (cmd/qvm-stubdom-dm: it serves the stubdomain's
+	// consoles and moves its qdisk discs to blkback); empty leaves
+	// libxl's QEMU.
+	StubdomDM string
 	// CDROM is an ISO image or block device attached as a CD-ROM (HVM).
 	CDROM string
 }
@@ -229,7 +234,8 @@ func hvmConfig(v *vm.View, cfg *xl.DomainConfig, in Inputs) {
 		VGA:       xl.VGAStd,
 		Keymap:    "en-us",
 	}
-	dm := xl.DeviceModel{Stubdomain: true, StubdomainKernel: in.StubdomKernel, StubdomainRamdisk: in.StubdomRamdisk}
+	dm := xl.DeviceModel{Stubdomain: true, StubdomainKernel: in.StubdomKernel, StubdomainRamdisk: in.StubdomRamdisk,
+		Override: in.StubdomDM}
 	if val, ok := v.Feature(FeatureDom0QEMU); ok && val != "" && val != "0" {
 		dm = xl.DeviceModel{}
 	}

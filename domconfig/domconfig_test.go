@@ -87,6 +87,7 @@ func TestPVHAppVM(t *testing.T) {
 func TestStandaloneHVMWithStubdomain(t *testing.T) {
 	s, in := setup(t)
 	in.CDROM = "/iso/install.iso"
+	in.StubdomDM = "/usr/bin/qvm-stubdom-dm"
 	cfg := build(t, s, "my-new-vm", in)
 	if cfg.Type != xl.HVM || cfg.Kernel != "" || cfg.MaxMemoryMiB != 0 || cfg.MemoryMiB != 4096 {
 		t.Errorf("hvm: %+v", cfg)
@@ -96,7 +97,7 @@ func TestStandaloneHVMWithStubdomain(t *testing.T) {
 		t.Errorf("hvm settings %+v", h)
 	}
 	dm := cfg.DeviceModel
-	if !dm.Stubdomain || dm.StubdomainKernel != "/stub/vmlinuz" || dm.StubdomainMemoryMiB != 128 {
+	if !dm.Stubdomain || dm.StubdomainKernel != "/stub/vmlinuz" || dm.StubdomainMemoryMiB != 128 || dm.Override != in.StubdomDM {
 		t.Errorf("device model %+v", dm)
 	}
 	want := "-qubes-net:client_ip=10.137.0.4,dns_0=10.139.1.1,dns_1=10.139.1.2,gw=10.137.255.254,netmask=255.255.255.255"
@@ -119,7 +120,7 @@ func TestStandaloneHVMWithStubdomain(t *testing.T) {
 	d, _ := s.Lookup("my-new-vm")
 	d.Features = map[string]string{FeatureDom0QEMU: "1", "uefi": "1"}
 	cfg = build(t, s, "my-new-vm", in)
-	if cfg.DeviceModel.Stubdomain || cfg.HVM.Firmware != xl.OVMF {
+	if cfg.DeviceModel.Stubdomain || cfg.DeviceModel.Override != "" || cfg.HVM.Firmware != xl.OVMF {
 		t.Errorf("dom0 qemu/uefi: %+v %+v", cfg.DeviceModel, cfg.HVM)
 	}
 }

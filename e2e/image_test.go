@@ -117,6 +117,7 @@ func TestDom0ImageContents(t *testing.T) {
 	for _, f := range []string{
 		"bin/qvm",
 		"bin/qvm-hotplug",
+		"bin/qvm-stubdom-dm",
 		"usr/lib/xen-4.17/bin/xl", "usr/lib/xen-4.17/bin/xenstored", "usr/lib/xen-4.17/bin/xenconsoled",
 		"usr/lib/xen-4.17/bin/xen-init-dom0", "usr/lib/xen-4.17/bin/vchan-socket-proxy",
 		"usr/bin/vchan-socket-proxy", "usr/bin/xenstore-read",

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qvm-project/qvm/consback"
 	"github.com/qvm-project/qvm/e2e/xenvm"
 	"github.com/qvm-project/qvm/internal/testenv"
 	"github.com/qvm-project/qvm/stubdom/testiso"
@@ -68,6 +69,9 @@ func stubdomParts(t *testing.T, p xenvm.Parts) (extra []string, files map[string
 //   - an HVM with netvm none starts too, and its guest finds no NIC;
 //   - qvm-block lists the disc, ejects it (the guest sees an empty drive)
 //     and puts another disc in (the guest sees it, and powers off);
+//   - no QEMU runs in dom0 for the stubdomain: qvm-stubdom-dm serves its
+//     consoles as the stubdomain's own unprivileged user (the guest's
+//     lines in its log prove it) and its disc is on blkback;
 //   - a guest powering off leaves no domain, no stubdomain, no device
 //     model or relay process and nothing in xenstore;
 //   - the dom0-QEMU debug mode warns that it is less isolated.
@@ -152,6 +156,7 @@ func stubdomInside(t *testing.T) {
 	if b, _ := os.ReadFile(dmLog); !regexp.MustCompile(`level=INFO msg="device model running"`).Match(b) {
 		t.Errorf("the stubdomain log lacks its running line:\n%s", b)
 	}
+	requireNoDom0QEMU(t, instDM)
 
 	// A second HVM, with a stubdomain of its own, beside the first. It is
 	// started once the first guest has booted: libxl gives a stubdomain
@@ -295,14 +300,66 @@ func requireHVMClean(t *testing.T, vm, domid, stubid string) {
 	}
 	// Processes serving the domains: libxl's QEMU for the stubdomain's
 	// consoles and disks, and the QMP relay.
-	for _, re := range []string{`xen-qemu-system-i386 .*-xen-domid ` + stubid + `\b`, `vchan-socket-proxy.*/local/domain/` + stubid + `/`} {
-		match := regexp.MustCompile(re)
-		dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, d := range dirs {
-			b, err := os.ReadFile(d)
-			if err == nil && match.Match([]byte(strings.ReplaceAll(string(b), "\x00", " "))) {
-				t.Errorf("still running for %s: %s", vm, strings.ReplaceAll(string(b), "\x00", " "))
-			}
+	for _, re := range []string{`xen-qemu-system-i386 .*-xen-domid ` + stubid + `\b`, `qvm-stubdom-dm .*-xen-domid ` + stubid + `\b`, `vchan-socket-proxy.*/local/domain/` + stubid + `/`} {
+		for _, p := range processes(re) {
+			t.Errorf("still running for %s: %s", vm, p.cmdline)
 		}
+	}
+}
+
+// process is a dom0 process: its command line (arguments joined by
+// spaces) and real user ID.
+type process struct {
+	cmdline string
+	uid     int
+}
+
+// processes lists the dom0 processes whose command line matches re.
+func processes(re string) []process {
+	match := regexp.MustCompile(re)
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []process
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/cmdline")
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+		if err != nil || !match.MatchString(cmd) {
+			continue
+		}
+		p := process{cmdline: cmd, uid: -1}
+		st, _ := os.ReadFile(d + "/status")
+		if m := regexp.MustCompile(`(?m)^Uid:\s+(\d+)`).FindSubmatch(st); m != nil {
+			fmt.Sscan(string(m[1]), &p.uid)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// requireNoDom0QEMU checks that a running stubdomain is served in dom0
+// by qvm's unprivileged device model, not by QEMU: no QEMU process for
+// it, its device model runs as the stubdomain's own user, and its disc
+// is on blkback, with no qdisk backend left.
+func requireNoDom0QEMU(t *testing.T, stubid string) {
+	t.Helper()
+	for _, p := range processes(`xen-qemu-system-i386 .*-xen-domid ` + stubid + `\b`) {
+		t.Errorf("a QEMU runs in dom0 for stubdomain %s: %s (uid %d)", stubid, p.cmdline, p.uid)
+	}
+	dm := processes(`qvm-stubdom-dm .*-xen-domid ` + stubid + `\b`)
+	var id uint32
+	fmt.Sscan(stubid, &id)
+	if len(dm) != 1 || dm[0].uid != consback.UserFor(id) {
+		t.Errorf("stubdomain %s's device model in dom0: %+v, want one qvm-stubdom-dm as user %d", stubid, dm, consback.UserFor(id))
+	}
+	ctx := context.Background()
+	xs, err := xenstore.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.Close()
+	if names, err := xs.Directory(ctx, "/local/domain/0/backend/qdisk/"+stubid); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("stubdomain %s still has qdisk backends %v %v", stubid, names, err)
+	}
+	if names, err := xs.Directory(ctx, "/local/domain/0/backend/vbd/"+stubid); err != nil || len(names) == 0 {
+		t.Errorf("stubdomain %s has no blkback disks: %v %v", stubid, names, err)
 	}
 }

@@ -48,6 +48,9 @@ type Manager struct {
 	Host vm.Host
 	// StubdomKernel and StubdomRamdisk are the HVM stubdomain's files.
 	StubdomKernel, StubdomRamdisk string
+	// StubdomDM is the stubdomain's device model in dom0
+	// (cmd/qvm-stubdom-dm), which libxl runs instead of QEMU.
+	StubdomDM string
 	// QVM is the qvm binary that each started domain's monitor runs
 	// (see monitor.go); empty: Start leaves no monitor behind.
 	QVM string

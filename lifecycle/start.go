@@ -279,6 +279,11 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 	if err != nil {
 		return 0, err
 	}
+	if dm := cfg.DeviceModel; dm.Stubdomain && dm.Override != "" {
+		if err := unix.Access(dm.Override, unix.X_OK); err != nil {
+			return 0, fmt.Errorf("the stubdomain's device model in dom0, %s: %w (make install puts qvm-stubdom-dm beside qvm; QVM_STUBDOM_DM names another)", dm.Override, err)
+		}
+	}
 	release, err := attachDisks(ctx, cfg)
 	if err != nil {
 		return 0, err
@@ -391,6 +396,7 @@ func (m *Manager) inputs(v *vm.View, opt StartOptions) domconfig.Inputs {
 		KernelsDir:     m.Store.KernelsDir(),
 		StubdomKernel:  m.StubdomKernel,
 		StubdomRamdisk: m.StubdomRamdisk,
+		StubdomDM:      m.StubdomDM,
 		CDROM:          opt.CDROM,
 	}
 	if !v.Class().HasOwnRoot() {

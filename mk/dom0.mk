@@ -116,20 +116,21 @@ $(DOM0_PARTS): mk/dom0.mk
 	echo "dom0-parts: Xen $$(dpkg-deb -f $(DOM0_DEBS)/xen-hypervisor-4.17-amd64_*.deb Version | tail -1), kernel $$kver, $$(find $(DOM0_MODROOT) -name '*.ko' | wc -l) modules"; \
 	touch $@
 
-# qvm and qvm-hotplug are copied only when they changed, so a rebuilt but
-# identical binary does not rebuild the image.
-$(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug: FORCE
+# qvm, qvm-hotplug and qvm-stubdom-dm are copied only when they
+# changed, so a rebuilt but identical binary does not rebuild the image.
+$(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug $(DOM0_STAGE)/qvm-stubdom-dm: FORCE
 	@mkdir -p $(@D)
 	@if [ ! -x $(BIN)/$(@F) ]; then echo "dom0-image: $(BIN)/$(@F) missing: run make build" >&2; exit 1; fi
 	@cmp -s $(BIN)/$(@F) $@ || cp $(BIN)/$(@F) $@
 
-$(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug $(DOM0_GO_SRCS)
+$(DOM0_IMAGE): $(DOM0_PARTS) $(UROOT) $(DOM0_STAGE)/qvm $(DOM0_STAGE)/qvm-hotplug $(DOM0_STAGE)/qvm-stubdom-dm $(DOM0_GO_SRCS)
 	@start=$$(date +%s.%N); set -e; \
 	kver=$$(cat $(DOM0_DIR)/kernel-version); \
 	$(UROOT) -o $(DOM0_DIR)/dom0.cpio -initcmd=dom0init -defaultsh=gosh \
 	  -files $(DOM0_MODROOT)/lib/modules/$$kver:lib/modules/$$kver \
 	  -files $(DOM0_STAGE)/qvm:bin/qvm \
 	  -files $(DOM0_STAGE)/qvm-hotplug:bin/qvm-hotplug \
+	  -files $(DOM0_STAGE)/qvm-stubdom-dm:bin/qvm-stubdom-dm \
 	  $(foreach f,$(DOM0_XEN_FILES),-files $(f)) \
 	  'github.com/u-root/u-root/cmds/core/*' ./cmd/dom0init; \
 	gzip -9 -n -f $(DOM0_DIR)/dom0.cpio; \

@@ -109,6 +109,12 @@ func (tx *Transaction) Mkdir(ctx context.Context, path string) error {
 	return tx.c.simple(ctx, tx, msgMkdir, path)
 }
 
+// Rm removes the node at path and everything below it within the
+// transaction (see Client.Rm).
+func (tx *Transaction) Rm(ctx context.Context, path string) error {
+	return tx.c.simple(ctx, tx, msgRm, path)
+}
+
 // SetPerms replaces the permission list of the node at path within the
 // transaction.
 func (tx *Transaction) SetPerms(ctx context.Context, path string, perms Perms) error {

@@ -247,7 +247,19 @@ func (s *session) dryManager() (*lifecycle.Manager, error) {
 	}
 	return &lifecycle.Manager{Store: st, Log: s.a.log, Host: s.host(st),
 		StubdomKernel:  s.envOr("QVM_STUBDOM_KERNEL", filepath.Join(stubdom.Dir, stubdom.KernelName)),
-		StubdomRamdisk: s.envOr("QVM_STUBDOM_RAMDISK", filepath.Join(stubdom.Dir, stubdom.RamdiskName))}, nil
+		StubdomRamdisk: s.envOr("QVM_STUBDOM_RAMDISK", filepath.Join(stubdom.Dir, stubdom.RamdiskName)),
+		StubdomDM:      s.envOr("QVM_STUBDOM_DM", stubdomDM())}, nil
+}
+
+// stubdomDM is where the stubdomain's dom0 device model is installed:
+// beside qvm (make install and the dom0 image put it there).
+func stubdomDM() string {
+	const name = "qvm-stubdom-dm"
+	exe, err := os.Executable()
+	if err != nil {
+		return filepath.Join("/usr/local/bin", name)
+	}
+	return filepath.Join(filepath.Dir(exe), name)
 }
 
 func (s *session) envOr(key, def string) string {

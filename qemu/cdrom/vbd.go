@@ -8,8 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/loopdev"
 	"github.com/qvm-project/qvm/xenstore"
 )
@@ -39,9 +38,8 @@ const (
 
 // paths of a vbd of domain domid with device number devid.
 func vbdPaths(domid uint32, devid int) (fe, be, lp string) {
-	return fmt.Sprintf("/local/domain/%d/device/vbd/%d", domid, devid),
-		fmt.Sprintf("/local/domain/0/backend/vbd/%d/%d", domid, devid),
-		fmt.Sprintf("%s/%d", libxlVbdDir(domid), devid)
+	p := blkback.VbdPaths(domid, devid)
+	return p.Frontend, p.Backend, p.Record
 }
 
 // Attach serves image read-only to domain domid as block device vdev and
@@ -59,52 +57,29 @@ func (x XenstoreDisks) Attach(ctx context.Context, domid uint32, vdev, image str
 	// process's hold goes and the device lives as long as the backend
 	// uses it.
 	defer dev.Close()
-	var st unix.Stat_t
-	if err := unix.Stat(dev.Path, &st); err != nil {
-		return fmt.Errorf("%s: %w", dev.Path, err)
-	}
 	fe, be, lp := vbdPaths(domid, devid)
 	feWrites := map[string]string{
 		"backend": be, "backend-id": "0", "state": stateInitialising,
 		"virtual-device": strconv.Itoa(devid), "device-type": "disk", "trusted": "1",
 	}
-	beWrites := map[string]string{
-		"frontend": fe, "frontend-id": strconv.FormatUint(uint64(domid), 10), "online": "1",
-		"removable": "0", "bootable": "1", "state": stateInitialising, "dev": vdev, "type": "phy",
-		"mode": "r", "device-type": "disk", "discard-enable": "0", "specification": "xen",
-		"params": dev.Path, "physical-device-path": dev.Path,
-		"physical-device": fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)),
-	}
 	err = x.XS.Transaction(ctx, func(tx *xenstore.Transaction) error {
-		for _, p := range []string{fe, be, lp} {
+		for _, p := range []string{fe, lp} {
 			if _, err := tx.Read(ctx, p); err == nil {
 				return fmt.Errorf("domain %d already has a block device %s (%s)", domid, vdev, p)
 			}
 		}
-		for _, d := range []struct {
-			path   string
-			perms  xenstore.Perms
-			writes map[string]string
-		}{
-			{fe, xenstore.Perms{{Domid: domid, Access: xenstore.AccessNone}, {Domid: 0, Access: xenstore.AccessRead}}, feWrites},
-			{be, xenstore.Perms{{Domid: 0, Access: xenstore.AccessNone}, {Domid: domid, Access: xenstore.AccessRead}}, beWrites},
-		} {
-			if err := tx.Mkdir(ctx, d.path); err != nil {
-				return err
-			}
-			if err := tx.SetPerms(ctx, d.path, d.perms); err != nil {
-				return err
-			}
-			for k, v := range d.writes {
-				if err := tx.WriteString(ctx, d.path+"/"+k, v); err != nil {
-					return err
-				}
-			}
-		}
-		if err := tx.WriteString(ctx, lp+"/frontend", fe); err != nil {
+		if err := tx.Mkdir(ctx, fe); err != nil {
 			return err
 		}
-		return tx.WriteString(ctx, lp+"/backend", be)
+		if err := tx.SetPerms(ctx, fe, xenstore.Perms{{Domid: domid, Access: xenstore.AccessNone}, {Domid: 0, Access: xenstore.AccessRead}}); err != nil {
+			return err
+		}
+		for k, v := range feWrites {
+			if err := tx.WriteString(ctx, fe+"/"+k, v); err != nil {
+				return err
+			}
+		}
+		return blkback.WriteReadOnly(ctx, tx, domid, vdev, devid, dev.Path)
 	})
 	if err != nil {
 		return fmt.Errorf("add block device %s to domain %d: %w", vdev, domid, err)

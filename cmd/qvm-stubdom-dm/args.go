@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// invocation is what this process takes from the QEMU command line libxl
+// gives the device model of a stubdomain (libxl_dm.c,
+// libxl__build_device_model_args_new with -machine xenpv). The other
+// arguments are QEMU's and mean nothing here.
+type invocation struct {
+	// Domid is the stubdomain's (-xen-domid).
+	Domid uint32
+	// QMPPath is the unix socket libxl's QMP client connects to (-chardev
+	// socket,id=libxl-cmd,path=...); QMPFD instead a listening socket
+	// libxl opened (fd=N, under dm_restrict); -1 for none.
+	QMPPath string
+	QMPFD   int
+	// Name is the stubdomain's name (-name), for logs.
+	Name string
+}
+
+// qmpChardev is the id of the chardev libxl's QMP client uses.
+const qmpChardev = "libxl-cmd"
+
+// parseArgs reads an invocation from the device model arguments.
+func parseArgs(args []string) (invocation, error) {
+	inv := invocation{QMPFD: -1}
+	domid := false
+	for i := 0; i < len(args); i++ {
+		next := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("%s needs a value", args[i])
+			}
+			i++
+			return args[i], nil
+		}
+		switch args[i] {
+		case "-xen-domid":
+			v, err := next()
+			if err != nil {
+				return inv, err
+			}
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 || n >= maxDomid {
+				return inv, fmt.Errorf("-xen-domid %q: not a domain ID of a stubdomain (1-%d)", v, maxDomid-1)
+			}
+			inv.Domid, domid = uint32(n), true
+		case "-name":
+			v, err := next()
+			if err != nil {
+				return inv, err
+			}
+			inv.Name = v
+		case "-chardev":
+			v, err := next()
+			if err != nil {
+				return inv, err
+			}
+			opts := chardevOpts(v)
+			if opts["id"] != qmpChardev {
+				continue
+			}
+			if p, ok := opts["path"]; ok {
+				if !filepath.IsAbs(p) {
+					return inv, fmt.Errorf("-chardev %s: the QMP socket path must be absolute", v)
+				}
+				inv.QMPPath = p
+			}
+			if f, ok := opts["fd"]; ok {
+				n, err := strconv.Atoi(f)
+				if err != nil || n < 3 {
+					return inv, fmt.Errorf("-chardev %s: fd %q is not an inherited descriptor", v, f)
+				}
+				inv.QMPFD = n
+			}
+		}
+	}
+	if !domid {
+		return inv, fmt.Errorf("no -xen-domid: this is the device model libxl starts for a stubdomain (device_model_override), not a command to run by hand")
+	}
+	if inv.QMPPath == "" && inv.QMPFD < 0 {
+		return inv, fmt.Errorf("no -chardev socket,id=%s,...: libxl gives its QMP socket that way", qmpChardev)
+	}
+	return inv, nil
+}
+
+// chardevOpts splits QEMU's "backend,key=value,..." option string; the
+// first field, without '=', is the backend.
+func chardevOpts(s string) map[string]string {
+	m := map[string]string{}
+	for i, f := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok && i == 0 {
+			m["backend"] = k
+			continue
+		}
+		m[k] = v
+	}
+	return m
+}
