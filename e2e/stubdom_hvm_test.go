@@ -151,7 +151,8 @@ func stubdomInside(t *testing.T) {
 	dmLog := "/var/log/xen/qemu-dm-inst.log"
 	served := regexp.MustCompile(`msg="lease given" prog=stubdominit-dhcpd .*client=` + regexp.QuoteMeta(q.pref("inst", "mac")) + ` outcome=\S+ ip=` + regexp.QuoteMeta(ip) + ` `)
 	if b, _ := os.ReadFile(dmLog); !served.Match(b) {
-		t.Errorf("the stubdomain's DHCP server did not serve %s; its log:\n%s", ip, b)
+		d, _ := os.ReadFile("/var/log/xen/qemu-dm-inst-dm.log")
+		t.Errorf("the stubdomain's DHCP server did not serve %s; its log:\n%s\nits device model's log:\n%s", ip, b, d)
 	}
 	if b, _ := os.ReadFile(dmLog); !regexp.MustCompile(`level=INFO msg="device model running"`).Match(b) {
 		t.Errorf("the stubdomain log lacks its running line:\n%s", b)
@@ -208,8 +209,9 @@ func startHVM(t *testing.T, q *qvm, vm, iso string) {
 	t.Helper()
 	if out, err := q.run("qvm-start", "--cdrom=dom0:"+iso, vm); err != nil {
 		b, _ := os.ReadFile("/var/log/xen/qemu-dm-" + vm + ".log")
+		dm, _ := os.ReadFile("/var/log/xen/qemu-dm-" + vm + "-dm.log")
 		d, _ := exec.Command("xl", "dmesg").Output()
-		t.Fatalf("qvm-start %s: %v\n%s\nstubdomain log:\n%s\nXen console:\n%s", vm, err, out, b, xenvm.Tail(d, 30))
+		t.Fatalf("qvm-start %s: %v\n%s\nstubdomain log:\n%s\nits device model's log:\n%s\nXen console:\n%s", vm, err, out, b, dm, xenvm.Tail(d, 30))
 	}
 }
 

@@ -212,11 +212,13 @@ func openConsoles(ctx context.Context, log *slog.Logger, xs *xenstore.Client, do
 	return out, nil
 }
 
-// logPath is where libxl asked console 0's output to go ("file:PATH" in
-// the backend directory, which only dom0 writes), if it is a file in
-// libxl's log directory.
+// logPath is where libxl asked console 0's output to go ("file:PATH"),
+// if it is a file in libxl's log directory. libxl writes it in the
+// console's frontend directory, read-only to the domain; it is read
+// while the stubdomain is still paused (libxl unpauses it once this
+// process reports running), so it is what libxl wrote.
 func logPath(ctx context.Context, xs *xenstore.Client, domid uint32) (string, error) {
-	key := consback.BackendDir(domid, 0) + "/output"
+	key := fmt.Sprintf("/local/domain/%d/console/output", domid)
 	v, err := xs.ReadString(ctx, key)
 	if err != nil {
 		return "", err
