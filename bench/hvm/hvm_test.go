@@ -177,7 +177,8 @@ func benchInside(t *testing.T) {
 }
 
 // dom0QEMUConfig turns qvm's xl.cfg for the VM into the same guest with
-// QEMU in dom0: no stubdomain settings, no stubdomain-only arguments.
+// QEMU in dom0: no stubdomain settings, no stubdomain-only arguments, and
+// libxl's own QEMU (not qvm's stubdomain device model) as device model.
 func dom0QEMUConfig(t *testing.T, dry string) string {
 	text, _, ok := strings.Cut(dry, "# bench: libxl domain config (JSON)")
 	if !ok {
@@ -193,7 +194,7 @@ func dom0QEMUConfig(t *testing.T, dry string) string {
 		case strings.HasPrefix(l, "device_model_args_hvm"):
 			skip = !strings.HasSuffix(l, "]")
 			continue
-		case strings.HasPrefix(l, "stubdomain_"):
+		case strings.HasPrefix(l, "stubdomain_"), strings.HasPrefix(l, "device_model_override"):
 			continue
 		case strings.HasPrefix(l, "device_model_stubdomain_override"):
 			l = "device_model_stubdomain_override = 0"
