@@ -38,7 +38,7 @@ type Console struct {
 	Out io.Writer
 	// Evtchn is the event channel device the console's port is bound
 	// through, one per console (opened before the process gives up the
-	// rights to open it). The console closes it when it ends.
+	// rights to open it). The caller closes it once Serve has returned.
 	Evtchn *xendev.Evtchn
 }
 
@@ -68,7 +68,6 @@ func frontendDir(domid uint32, devid int) string {
 // primary console is connected at once; a secondary one when its
 // frontend has published its ring.
 func (b *Backend) Serve(ctx context.Context, c Console) error {
-	defer c.Evtchn.Close()
 	log := b.Log.With("console", c.Devid)
 	fe := frontendDir(b.Domid, c.Devid)
 	ref := uint32(reservedConsoleRef)

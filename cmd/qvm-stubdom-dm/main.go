@@ -103,17 +103,10 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, s := range consoles {
-			if s.flush != nil {
-				s.flush.Flush()
-				s.file.Close()
-			}
-		}
-	}()
+	// Deferred first, so run last: after the consoles' Serve returned.
+	defer closeAll(consoles)
 	gnt, err := xendev.OpenGntdev()
 	if err != nil {
-		closeAll(consoles)
 		return err
 	}
 	defer gnt.Close()
@@ -121,7 +114,6 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 	// opens them in its own time.
 	discs, err := blkback.MoveQdisk(ctx, xs, inv.Domid)
 	if err != nil {
-		closeAll(consoles)
 		return err
 	}
 	defer func() {
@@ -134,12 +126,10 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 	}
 	l, err := listenQMP(inv)
 	if err != nil {
-		closeAll(consoles)
 		return err
 	}
 	if err := dropPrivileges(consback.UserFor(inv.Domid)); err != nil {
 		l.Close()
-		closeAll(consoles)
 		return err
 	}
 	go serveQMP(ctx, log, l, cancel)
@@ -240,10 +230,13 @@ func logFileOf(v string) (string, error) {
 	return p, nil
 }
 
+// closeAll ends the consoles: what console 0's filter holds goes to its
+// log, then the log and the event channel devices are closed.
 func closeAll(s []served) {
 	for _, c := range s {
 		c.c.Evtchn.Close()
 		if c.file != nil {
+			c.flush.Flush()
 			c.file.Close()
 		}
 	}

@@ -47,19 +47,27 @@ func TestParseArgs(t *testing.T) {
 	}
 }
 
-// TestQMPDialogue holds libxl's dialogue with the device model over a
-// real unix socket: greeting, qmp_capabilities, query-chardev, an
-// unknown command, quit.
-func TestQMPDialogue(t *testing.T) {
+// startQMP serves QMP on a new unix socket until the test ends, and
+// returns the socket's path.
+func startQMP(t *testing.T, quit func()) string {
+	t.Helper()
 	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "qmp"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
+	go serveQMP(ctx, slog.New(slog.DiscardHandler), l, quit)
+	return l.Addr().String()
+}
+
+// TestQMPDialogue holds libxl's dialogue with the device model over a
+// real unix socket: greeting, qmp_capabilities, query-chardev, an
+// unknown command, quit.
+func TestQMPDialogue(t *testing.T) {
 	quit := make(chan struct{})
-	go serveQMP(ctx, slog.New(slog.DiscardHandler), l, func() { close(quit) })
-	c, err := net.Dial("unix", l.Addr().String())
+	addr := startQMP(t, func() { close(quit) })
+	c, err := net.Dial("unix", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,15 +116,9 @@ func TestQMPDialogue(t *testing.T) {
 // TestQMPBadInput: garbage gets QEMU's parse error and the connection
 // ends; the server goes on serving others.
 func TestQMPBadInput(t *testing.T) {
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "qmp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go serveQMP(ctx, slog.New(slog.DiscardHandler), l, func() {})
+	addr := startQMP(t, func() {})
 	for range 2 {
-		c, err := net.Dial("unix", l.Addr().String())
+		c, err := net.Dial("unix", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
