@@ -1,7 +1,7 @@
 # qvm: a Xen toolstack for dom0.
 #
 #   make build     bin/qvm and its bin/qvm-* links, bin/qvm-hotplug,
-#                  bin/qvm-stubdom-dm
+#                  bin/qvm-stubdom-dm, bin/qrexec-agent (for VMs)
 #                  (installs only what compiling needs: BUILD_APT_PACKAGES)
 #   make check     the fast local loop: gofmt, vet, staticcheck and the tests
 #                  that need no nested Xen (go test -short: the test-bed tests
@@ -66,11 +66,13 @@ build: build-deps
 	@for l in $$($(BIN)/qvm --list-links); do ln -sf qvm $(BIN)/$$l; done
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w' -o $(BIN)/qvm-hotplug ./cmd/qvm-hotplug
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w' -o $(BIN)/qvm-stubdom-dm ./cmd/qvm-stubdom-dm
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w' -o $(BIN)/qrexec-agent ./cmd/qrexec-agent
 
 # qvm-hotplug, libxl's hotplug scripts, is a static binary of its own (one
 # exec per device on every start): linked from /etc/xen/scripts.
 # qvm-stubdom-dm, what libxl runs in dom0 for an HVM's stubdomain
 # instead of QEMU, sits beside qvm, where qvm looks for it.
+# qrexec-agent is for VMs (copy it into each), not installed in dom0.
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/qvm $(DESTDIR)$(PREFIX)/bin/qvm

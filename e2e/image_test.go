@@ -153,8 +153,14 @@ func TestGuestImageContents(t *testing.T) {
 	}
 	img := readImage(t, p.GuestImage)
 	img.requireLink(t, "init", "bbin/guestinit")
-	if _, ok := img["bbin/poweroff"]; !ok {
-		t.Error("guest image lacks bbin/poweroff (the kernel's /sbin/poweroff on xl shutdown)")
+	for f, why := range map[string]string{
+		"bbin/poweroff":     "the kernel's /sbin/poweroff on xl shutdown",
+		"bbin/qrexec-agent": "qvm-run's agent",
+		"bin/busybox":       "the agent's /bin/sh and commands",
+	} {
+		if _, ok := img[f]; !ok {
+			t.Errorf("guest image lacks %s (%s)", f, why)
+		}
 	}
 	img.requireLibs(t)
 }

@@ -256,6 +256,11 @@ func (m *Manager) watch(ctx context.Context, name string, domid uint32, out io.W
 	}
 	stop := m.startBackendDHCP(name, domid, out)
 	defer stop()
+	if stopQrexec, err := m.serveQrexec(ctx, name, domid, agentWait); err != nil {
+		m.log().Warn("no qrexec for the VM", "vm", name, "err", err)
+	} else {
+		defer stopQrexec()
+	}
 	m.log().Info("watching domain", "vm", name, "domid", domid)
 	reason, err := m.Wait(ctx, name, domid)
 	if err != nil {

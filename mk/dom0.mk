@@ -21,7 +21,7 @@
 #
 # The e2e tests (package e2e) boot these with the harness in e2e/xenvm.
 
-APT_PACKAGES += qemu-system-x86 xen-utils-4.17 xenstore-utils qemu-system-xen \
+APT_PACKAGES += qemu-system-x86 xen-utils-4.17 xenstore-utils qemu-system-xen busybox-static \
 	seabios ipxe-qemu qemu-system-data kmod cpio gzip
 TEST_PREREQS += dom0-image guest-image dom0-qemu-image
 
@@ -61,7 +61,7 @@ DOM0_QEMU_FILES := /usr/libexec/xen-qemu-system-i386 /usr/lib/xen-4.17/boot/hvml
 	/usr/lib/ipxe/qemu/efi-rtl8139.rom /usr/lib/ipxe/qemu/efi-e1000.rom
 
 DOM0_GO_SRCS := $(call go_srcs,./cmd/dom0init) go.mod go.sum
-GUEST_GO_SRCS := $(call go_srcs,./cmd/guestinit) go.mod go.sum
+GUEST_GO_SRCS := $(call go_srcs,./cmd/guestinit) $(call go_srcs,./cmd/qrexec-agent) go.mod go.sum
 
 .PHONY: dom0-parts dom0-image guest-image dom0-qemu-image dom0-shell dom0-clean FORCE
 dom0-parts: deps $(DOM0_PARTS)
@@ -143,7 +143,8 @@ $(GUEST_IMAGE): $(DOM0_PARTS) $(UROOT) $(GUEST_GO_SRCS)
 	kver=$$(cat $(DOM0_DIR)/kernel-version); \
 	$(UROOT) -o $(DOM0_DIR)/guest.cpio -initcmd=guestinit -defaultsh= \
 	  -files $(DOM0_MODROOT)/lib/modules/$$kver:lib/modules/$$kver \
-	  ./cmd/guestinit github.com/u-root/u-root/cmds/core/poweroff; \
+	  -files /bin/busybox:bin/busybox \
+	  ./cmd/guestinit ./cmd/qrexec-agent github.com/u-root/u-root/cmds/core/poweroff; \
 	gzip -9 -n -f $(DOM0_DIR)/guest.cpio; \
 	end=$$(date +%s.%N); \
 	echo "guest-image: $@ $$(stat -c %s $@) bytes, built in $$(echo "$$start $$end" | awk '{printf "%.1f", $$2-$$1}') s"

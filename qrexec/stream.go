@@ -101,11 +101,15 @@ func Serve(ctx context.Context, rw io.ReadWriter, cmd *exec.Cmd) error {
 	if _, err := SayHello(rw); err != nil {
 		return err
 	}
-	lw := &lockedWriter{w: rw}
-	return serveProcess(ctx, rw, lw, cmd)
+	return ServeAfterHello(ctx, rw, cmd, nil)
 }
 
-func serveProcess(ctx context.Context, r io.Reader, lw *lockedWriter, cmd *exec.Cmd) error {
+// ServeAfterHello is Serve on a channel whose HELLOs were exchanged and
+// some of whose input (first) was already read: it goes to the process
+// first.
+func ServeAfterHello(ctx context.Context, rw io.ReadWriter, cmd *exec.Cmd, first []byte) error {
+	lw := &lockedWriter{w: rw}
+	r := io.Reader(rw)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -128,6 +132,11 @@ func serveProcess(ctx context.Context, r io.Reader, lw *lockedWriter, cmd *exec.
 	// Input: until its end, or until the process no longer reads it.
 	go func() {
 		defer stdin.Close()
+		if len(first) > 0 {
+			if _, err := stdin.Write(first); err != nil {
+				return
+			}
+		}
 		for {
 			m, err := ReadMessage(r, MaxDataChunk)
 			if err != nil || m.Type != DataStdin {

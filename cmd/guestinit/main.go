@@ -8,6 +8,8 @@
 //	qvm.marker=TEXT        print "guestinit: marker TEXT" on the console
 //	qvm.after=poweroff     power off when done (default)
 //	qvm.after=wait         keep running until the domain is shut down
+//	qvm.qrexec=1           start the qrexec agent (cmd/qrexec-agent) with
+//	                       busybox as /bin and a "user" account
 //	qvm.keys=1             print this VM's keys read from xenstore, try to
 //	                       overwrite one and to read other domains' keys
 //	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
@@ -83,6 +85,11 @@ func run() error {
 		say("xenbus: %s ok", xenbusDev)
 	}
 	ctx := context.Background()
+	if v, _ := cl.Flag("qvm.qrexec"); v == "1" {
+		if err := startAgent(); err != nil {
+			say("FAILED: qrexec: %v", err)
+		}
+	}
 	if v, _ := cl.Flag("qvm.keys"); v == "1" {
 		if err := showKeys(ctx); err != nil {
 			say("FAILED: keys: %v", err)

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/qvm-project/qvm/bootinit"
+)
+
+// qrexec in the test guest (qvm.qrexec=1): the Xen drivers vchan needs,
+// busybox's commands as /bin (its sh is the agent's shell), a "user"
+// account (uid 1000) for DEFAULT, and the agent, left running.
+
+const (
+	agentPath   = "/bbin/qrexec-agent"
+	busyboxPath = "/bin/busybox"
+)
+
+var agentModules = []bootinit.Module{{Name: "xen-evtchn"}, {Name: "xen-gntdev"}, {Name: "xen-gntalloc"}}
+
+func startAgent() error {
+	if err := bootinit.LoadModules(agentModules); err != nil {
+		return err
+	}
+	if out, err := exec.Command(busyboxPath, "--install", "-s", "/bin").CombinedOutput(); err != nil {
+		return fmt.Errorf("busybox --install: %v: %s", err, out)
+	}
+	if err := addUsers(); err != nil {
+		return err
+	}
+	cmd := exec.Command(agentPath)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", agentPath, err)
+	}
+	say("qrexec agent started (pid %d)", cmd.Process.Pid)
+	return nil
+}
+
+// addUsers writes root and user into /etc/passwd and /etc/group unless
+// they are there, and user's home.
+func addUsers() error {
+	if err := os.MkdirAll("/etc", 0o755); err != nil {
+		return err
+	}
+	for _, f := range []struct{ path, lines string }{
+		{"/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"},
+		{"/etc/group", "root:x:0:\nuser:x:1000:\n"},
+	} {
+		old, err := os.ReadFile(f.path)
+		if err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		var add strings.Builder
+		for _, l := range strings.SplitAfter(f.lines, "\n") {
+			name, _, _ := strings.Cut(l, ":")
+			if l != "" && !strings.Contains("\n"+string(old), "\n"+name+":") {
+				add.WriteString(l)
+			}
+		}
+		if add.Len() == 0 {
+			continue
+		}
+		if err := os.WriteFile(f.path, append(old, add.String()...), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, d := range []struct {
+		path string
+		uid  int
+	}{{"/root", 0}, {"/home/user", 1000}} {
+		if err := os.MkdirAll(d.path, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chown(d.path, d.uid, d.uid); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qvm-project/qvm/e2e/xenvm"
+)
+
+// TestQrexec boots the bed and runs commands in a PV guest that runs
+// qvm's qrexec agent (cmd/qrexec-agent), with qvm-run: Qubes' options,
+// exit codes, input and output both ways, users, and nothing left behind.
+func TestQrexec(t *testing.T) {
+	if xenvm.Inside() {
+		runChecks(t, []check{{"Run", qrexecInside}})
+		return
+	}
+	p := bedParts(t)
+	xenvm.RunTest(context.Background(), t, xenvm.Config{Parts: p, Files: p.GuestFiles(), Timeout: 20 * time.Minute,
+		XenArgs: []string{"bootscrub=0"}})
+}
+
+// runWithInput runs argv with stdin and returns its standard output and
+// error apart, and its exit code.
+func (q *qvm) runWithInput(stdin []byte, argv ...string) (stdout, stderr string, code int) {
+	q.t.Helper()
+	start := time.Now()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		q.t.Fatalf("%s: %v", strings.Join(argv, " "), err)
+	}
+	q.t.Logf("$ %s  (%.2f s, exit %d, %d bytes out)\n%.2000s", strings.Join(argv, " "), time.Since(start).Seconds(), code, o.Len(), e.String())
+	return o.String(), e.String(), code
+}
+
+func qrexecInside(t *testing.T) {
+	q := newQvm(t)
+	installKernel(t)
+	q.ok("qvm-create", "--class", "TemplateVM", "debian-12", "-l", "black")
+	q.ok("qvm-prefs", "debian-12", "kernelopts", "quiet qvm.qrexec=1 qvm.after=wait")
+	q.ok("qvm-prefs", "debian-12", "vcpus", "1")
+	q.ok("qvm-create", "--template", "debian-12", "--label", "blue", "--prop", "netvm=", "--prop", "virt_mode=pv", "work")
+	// The wait for the agent bounds a hang, not the boot's speed.
+	q.ok("qvm-prefs", "work", "qrexec_timeout", "300")
+
+	// A halted VM: -n refuses, without starting it.
+	q.expectRun(125, "qvm-run: error: Qube work not running (without --no-autostart, qvm-run starts it)\n", "qvm-run", "-n", "-p", "work", "true")
+	q.expectRun(1, "qvm-check: None of qubes: running\n", "qvm-check", "--running", "work")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(consoleLog("work"))
+			t.Logf("work's console:\n%s", xenvm.Tail(b, 60))
+			b, _ = os.ReadFile(filepath.Join(stateDir(), "log", "work.log"))
+			t.Logf("work's monitor log:\n%s", xenvm.Tail(b, 40))
+			out, _ := q.run("xenstore-ls", "-p", "/local/domain/0/data")
+			t.Logf("dom0's data keys:\n%s", out)
+		}
+	})
+	// Without -n qvm-run starts it (Qubes' default) and waits for its agent.
+	if out, _, code := q.runWithInput(nil, "qvm-run", "--pass-io", "work", "id -un"); code != 0 || out != "user\n" {
+		id := strings.TrimSpace(q.ok("xl", "domid", "work"))
+		keys, _ := q.run("xenstore-ls", "-p", "/local/domain/"+id+"/data")
+		t.Fatalf("first qvm-run: exit %d, output %q; the guest's data keys:\n%s", code, out, keys)
+	}
+	q.expectRun(0, "qvm-check: work: running\n", "qvm-check", "--running", "work")
+	q.expectRun(0, "root 0\n", "qvm-run", "-u", "root", "-p", "work", "echo $(id -un) $(id -u)")
+	q.expectRun(0, "/home/user\n", "qvm-run", "-p", "work", "pwd")
+
+	// The command's exit code is qvm-run's, with or without --pass-io.
+	q.expectRun(3, "", "qvm-run", "work", "exit 3")
+	q.expectRun(0, "", "qvm-run", "work", "touch /tmp/x")
+	q.expectRun(0, "yes\n", "qvm-run", "-p", "work", "test -f /tmp/x && echo yes")
+	q.expectRun(0, "", "qvm-run", "work", "echo not shown; echo nor this >&2")
+	out, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "work", "echo out; echo err >&2; exit 4")
+	if out != "out\n" || errOut != "err\n" || code != 4 {
+		t.Errorf("streams: out %q err %q code %d", out, errOut, code)
+	}
+
+	// Input: the seeds' `echo data | qvm-run --pass-io work 'cat > /tmp/in'`.
+	if _, _, code := q.runWithInput([]byte("data\n"), "qvm-run", "--pass-io", "work", "cat > /tmp/in"); code != 0 {
+		t.Errorf("cat > /tmp/in: exit %d", code)
+	}
+	q.expectRun(0, "data\n", "qvm-run", "-p", "work", "cat /tmp/in")
+	// Several MiB each way, every byte (the seeds' `cat win10.raw > img`).
+	big := make([]byte, 5<<20+3)
+	rand.Read(big)
+	if out, _, code := q.runWithInput(big, "qvm-run", "-p", "--no-filter-escape-chars", "work", "cat"); code != 0 || out != string(big) {
+		t.Errorf("cat of %d bytes: exit %d, %d bytes back, equal %v", len(big), code, len(out), out == string(big))
+	}
+
+	// Several at once (a test suite's parallel commands): each its own channel.
+	var wg sync.WaitGroup
+	outs := make([]string, 4)
+	for i := range outs {
+		wg.Go(func() { outs[i], _, _ = q.runWithInput(nil, "qvm-run", "-p", "work", fmt.Sprintf("sleep 1; echo %d", i)) })
+	}
+	wg.Wait()
+	for i, out := range outs {
+		if out != fmt.Sprintf("%d\n", i) {
+			t.Errorf("parallel run %d: %q", i, out)
+		}
+	}
+
+	// --no-shell: the arguments reach the program as they are.
+	q.expectRun(0, "a b $HOME ;x\n", "qvm-run", "-p", "--no-shell", "work", "echo", "a b", "$HOME", ";x")
+	// A service the VM does not have: 127, as Qubes.
+	if _, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "--service", "work", "qubes.NoSuchService"); code != 127 || !strings.Contains(errOut, "qubes.NoSuchService") {
+		t.Errorf("missing service: exit %d, stderr %q", code, errOut)
+	}
+	// A user the VM does not have: refused.
+	if _, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "-u", "nobody2", "work", "true"); code != 126 || !strings.Contains(errOut, "nobody2") {
+		t.Errorf("missing user: exit %d, stderr %q", code, errOut)
+	}
+	// Control characters the guest prints are replaced on request.
+	if out, _, _ := q.runWithInput(nil, "qvm-run", "-p", "--filter-escape-chars", "work", `printf 'a\033[2Jb\n'`); strings.ContainsRune(out, 0x1b) || !strings.HasPrefix(out, "a") {
+		t.Errorf("filtered output %q still has ESC", out)
+	}
+	if out, _, _ := q.runWithInput(nil, "qvm-run", "-p", "work", `printf 'a\033[2Jb'`); out != "a\x1b[2Jb" {
+		t.Errorf("unfiltered output %q (stdout is no terminal: nothing is replaced)", out)
+	}
+	// Bad requests: clear errors.
+	q.expectRun(2, "qvm-run: error: give the command to run (see qvm-run --help)\n", "qvm-run", "work")
+	if out, err := q.run("qvm-run", "--dispvm", "work", "true"); err == nil || !strings.Contains(out, "disposable") {
+		t.Errorf("--dispvm: %v %q", err, out)
+	}
+
+	// Nothing of the runs is left in dom0's xenstore: each data channel's
+	// keys went with it.
+	id := strings.TrimSpace(q.ok("xl", "domid", "work"))
+	if out, err := q.run("xenstore-list", "/local/domain/0/data/vchan/"+id); err == nil && strings.TrimSpace(out) != "" {
+		t.Errorf("data channels left in xenstore: %q", out)
+	}
+	q.ok("qvm-shutdown", "--wait", "work")
+	if out, err := q.run("xenstore-exists", "/local/domain/0/data/vchan/"+id); err == nil {
+		t.Errorf("dom0's vchan keys for domain %s outlive it: %q", id, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec")); len(left) > 0 {
+		t.Errorf("qrexec socket left: %q", left)
+	}
+}

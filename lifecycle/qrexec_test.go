@@ -1,0 +1,131 @@
+package lifecycle
+
+import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/qvm-project/qvm/qrexec"
+)
+
+// unixPair is a connected pair of unix stream sockets.
+func unixPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// request sends one request as qvm-run does and returns the monitor's answer.
+func request(t *testing.T, m *Manager, link *agentLink, wait time.Duration, p qrexec.ExecParams) qrexec.Message {
+	t.Helper()
+	cli, srv := unixPair(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.serveRequest(context.Background(), "work", srv, link, wait)
+	}()
+	b := append(make([]byte, 8), p.Cmdline...)
+	b[4], b[5] = byte(p.ConnectPort), byte(p.ConnectPort>>8)
+	b[0] = byte(p.ConnectDomain)
+	if err := qrexec.WriteMessage(cli, qrexec.ExecCmdline, append(b, 0)); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := qrexec.ReadMessage(cli, 4096)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	<-done
+	return ans
+}
+
+// TestServeRequest checks the monitor's side of qvm-run's request: a good
+// one reaches the agent's control channel as it was sent and is answered
+// SERVICE_CONNECT; a request for another domain's channel or a reserved
+// port, or one made while no agent is connected, is refused with the reason.
+func TestServeRequest(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the monitor serves root only: run as root (CI does)")
+	}
+	m := &Manager{}
+	link := &agentLink{ready: make(chan struct{})}
+
+	// No agent: refused once the wait is over.
+	ans := request(t, m, link, 50*time.Millisecond, qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"})
+	if ans.Type != qrexec.ServiceRefused || !strings.Contains(string(ans.Data), "agent did not connect") {
+		t.Fatalf("without an agent: %v %q", ans.Type, ans.Data)
+	}
+
+	// An agent: dom0's end of its control channel, the far end read here.
+	ctlDom0, ctlAgent := unixPair(t)
+	go qrexec.SayHello(ctlAgent)
+	ctl, err := qrexec.NewControl(ctlDom0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.set(ctl)
+	ans = request(t, m, link, time.Minute, qrexec.ExecParams{ConnectPort: 600, Cmdline: "DEFAULT:QUBESRPC qubes.VMShell dom0"})
+	if ans.Type != qrexec.ServiceConnect {
+		t.Fatalf("good request: %v %q", ans.Type, ans.Data)
+	}
+	got, err := qrexec.ReadMessage(ctlAgent, qrexec.MaxControl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := qrexec.ParseExecParams(got.Data)
+	if err != nil || got.Type != qrexec.ExecCmdline || p.ConnectDomain != 0 || p.ConnectPort != 600 || p.Cmdline != "DEFAULT:QUBESRPC qubes.VMShell dom0" {
+		t.Fatalf("the agent got %v %+v %v", got.Type, p, err)
+	}
+
+	for _, bad := range []qrexec.ExecParams{
+		{ConnectDomain: 3, ConnectPort: 600, Cmdline: "root:true"},
+		{ConnectPort: controlPort, Cmdline: "root:true"},
+	} {
+		if ans := request(t, m, link, time.Minute, bad); ans.Type != qrexec.ServiceRefused || !strings.Contains(string(ans.Data), "bad request") {
+			t.Errorf("request %+v: %v %q", bad, ans.Type, ans.Data)
+		}
+	}
+}
+
+// TestServeRequestCallerHangsUp: a caller that gives up while the agent is
+// not there ends the monitor's wait at once.
+func TestServeRequestCallerHangsUp(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the monitor serves root only: run as root (CI does)")
+	}
+	m := &Manager{}
+	link := &agentLink{ready: make(chan struct{})}
+	cli, srv := unixPair(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.serveRequest(context.Background(), "work", srv, link, time.Hour)
+	}()
+	b, _ := qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"}.Marshal()
+	if err := qrexec.WriteMessage(cli, qrexec.ExecCmdline, b); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // bounds a hang; the wait would be an hour
+		t.Fatal("the monitor still waits for the agent after the caller hung up")
+	}
+}
