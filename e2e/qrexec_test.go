@@ -110,7 +110,9 @@ func qrexecInside(t *testing.T) {
 	var wg sync.WaitGroup
 	outs := make([]string, 4)
 	for i := range outs {
-		wg.Go(func() { outs[i], _, _ = q.runWithInput(nil, "qvm-run", "-p", "work", fmt.Sprintf("sleep 1; echo %d", i)) })
+		wg.Go(func() {
+			outs[i], _, _ = q.runWithInput(nil, "qvm-run", "-p", "work", fmt.Sprintf("sleep 1; echo %d", i))
+		})
 	}
 	wg.Wait()
 	for i, out := range outs {

@@ -104,4 +104,3 @@ func slicesHave(s []string, v string) bool {
 	}
 	return false
 }
-
