@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,5 +304,28 @@ func TestControl(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Fatalf("Serve after the agent closed: %v", err)
+	}
+}
+
+// TestServeCallerGone: a caller that goes away while the command runs
+// (qvm-run killed) gets the command killed, its children too, and Serve
+// returns.
+func TestServeCallerGone(t *testing.T) {
+	a, b := bufPipe(t)
+	cmd := exec.Command("sh", "-c", "sleep 1000 & sleep 1000; wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	served := make(chan error, 1)
+	go func() { served <- Serve(context.Background(), b, cmd) }()
+	if _, err := SayHello(a); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	select {
+	case <-served:
+	case <-time.After(time.Minute): // bounds a hang: the command sleeps 1000 s
+		t.Fatal("Serve still runs the command after the caller went away")
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the command's process group is still there: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os/exec"
 	"sync"
+	"sync/atomic"
+	"syscall"
 )
 
 // lockedWriter serializes whole messages from several goroutines.
@@ -127,32 +129,48 @@ func ServeAfterHello(ctx context.Context, rw io.ReadWriter, cmd *exec.Cmd, first
 		return errors.Join(lw.send(DataStderr, []byte(msg)), lw.send(DataStdout, nil),
 			lw.send(DataStderr, nil), lw.send(DataExitCode, ExitCodeData(ExitNotFound)))
 	}
-	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	kill := func() {
+		// The whole group when the process leads one (its children
+		// too), else the process.
+		if cmd.SysProcAttr != nil && cmd.SysProcAttr.Setsid {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+	}
+	var exited atomic.Bool
+	stop := context.AfterFunc(ctx, kill)
 	defer stop()
-	// Input: until its end, or until the process no longer reads it.
+	// Input: until its end (the rest is read and dropped), then the
+	// channel is still read: when the caller goes away (the channel
+	// fails or ends) while the process runs, the process is killed.
 	go func() {
-		defer stdin.Close()
+		open := true
+		closeIn := func() {
+			if open {
+				stdin.Close()
+				open = false
+			}
+		}
+		defer closeIn()
 		if len(first) > 0 {
 			if _, err := stdin.Write(first); err != nil {
-				return
+				closeIn()
 			}
 		}
 		for {
 			m, err := ReadMessage(r, MaxDataChunk)
-			if err != nil || m.Type != DataStdin {
+			if err != nil {
+				if !exited.Load() {
+					kill()
+				}
 				return
 			}
-			if len(m.Data) == 0 {
-				return
-			}
-			if _, err := stdin.Write(m.Data); err != nil {
-				// Keep reading the channel (and dropping) so the
-				// caller never blocks on a full ring.
-				stdin.Close()
-				for {
-					if m, err := ReadMessage(r, MaxDataChunk); err != nil || m.Type != DataStdin || len(m.Data) == 0 {
-						return
-					}
+			switch {
+			case m.Type != DataStdin || len(m.Data) == 0:
+				closeIn()
+			case open:
+				if _, err := stdin.Write(m.Data); err != nil {
+					closeIn()
 				}
 			}
 		}
@@ -167,7 +185,9 @@ func ServeAfterHello(ctx context.Context, rw io.ReadWriter, cmd *exec.Cmd, first
 	}
 	wg.Wait()
 	code := 0
-	if err := cmd.Wait(); err != nil {
+	err = cmd.Wait()
+	exited.Store(true)
+	if err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			return errors.Join(append(errs, err)...)

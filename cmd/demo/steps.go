@@ -152,7 +152,7 @@ func demoSteps() []step {
 		}},
 		{title: "create a template and a PVH AppVM on it", cmds: [][]string{
 			{"qvm-create", "--class", "TemplateVM", "debian-12", "--label", "black"},
-			{"qvm-prefs", "debian-12", "kernelopts", "quiet qvm.keys=1 qvm.after=wait"},
+			{"qvm-prefs", "debian-12", "kernelopts", "quiet qvm.keys=1 qvm.qrexec=1 qvm.after=wait"},
 			{"qvm-prefs", "debian-12", "vcpus", "1"},
 			{"qvm-create", "--template", "debian-12", "--label", "blue", "work"},
 		}},
@@ -169,6 +169,15 @@ func demoSteps() []step {
 		{title: "start both", cmds: [][]string{{"qvm-start", "work"}, {"qvm-start", "pvvm"}}},
 		{title: "qvm-ls -n while they run", cmds: [][]string{{"qvm-ls", "-n"}}, check: all(lsShows("work", string(model.Running)), lsShows("pvvm", string(model.Running)))},
 		{title: "the guests print what qvm told them", check: all(guestNetwork("work", false), guestNetwork("pvvm", true))},
+		{title: "run commands in work through qrexec (qvm-run; its agent is in the guest)", cmds: [][]string{
+			{"qvm-run", "--pass-io", "work", "echo I am $(id -un) on $(uname -s)"},
+			{"qvm-run", "-u", "root", "--pass-io", "work", "id -u"},
+		}, check: func(d *demo) string {
+			if strings.TrimSpace(d.last) != "0" {
+				return "qvm-run -u root did not run as root"
+			}
+			return ""
+		}},
 		{title: "shut pvvm down and clone it", cmds: [][]string{
 			{"qvm-shutdown", "--wait", "pvvm"},
 			{"qvm-clone", "pvvm", "pvvm-clone"},
