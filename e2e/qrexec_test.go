@@ -85,10 +85,10 @@ func qrexecInside(t *testing.T) {
 	q.expectRun(0, "/home/user\n", "qvm-run", "-p", "work", "pwd")
 
 	// The command's exit code is qvm-run's, with or without --pass-io.
-	q.expectRun(3, "", "qvm-run", "work", "exit 3")
-	q.expectRun(0, "", "qvm-run", "work", "touch /tmp/x")
+	q.expectRun(3, "Running 'exit 3' on work\n", "qvm-run", "work", "exit 3")
+	q.expectRun(0, "", "qvm-run", "-q", "work", "touch /tmp/x")
 	q.expectRun(0, "yes\n", "qvm-run", "-p", "work", "test -f /tmp/x && echo yes")
-	q.expectRun(0, "", "qvm-run", "work", "echo not shown; echo nor this >&2")
+	q.expectRun(0, "", "qvm-run", "-q", "work", "echo not shown; echo nor this >&2")
 	out, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "work", "echo out; echo err >&2; exit 4")
 	if out != "out\n" || errOut != "err\n" || code != 4 {
 		t.Errorf("streams: out %q err %q code %d", out, errOut, code)
@@ -121,8 +121,10 @@ func qrexecInside(t *testing.T) {
 		}
 	}
 
-	// --no-shell: the arguments reach the program as they are.
-	q.expectRun(0, "a b $HOME ;x\n", "qvm-run", "-p", "--no-shell", "work", "echo", "a b", "$HOME", ";x")
+	// COMMAND with ARGS, or --no-shell: the arguments reach the program
+	// as they are.
+	q.expectRun(0, "a b $HOME ;x\n", "qvm-run", "-p", "work", "--", "echo", "a b", "$HOME", ";x")
+	q.expectRun(127, "qrexec-agent: no-such-program: file does not exist\n", "qvm-run", "-p", "--no-shell", "work", "no-such-program")
 	// A service the VM does not have: 127, as Qubes.
 	if _, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "--service", "work", "qubes.NoSuchService"); code != 127 || !strings.Contains(errOut, "qubes.NoSuchService") {
 		t.Errorf("missing service: exit %d, stderr %q", code, errOut)

@@ -15,8 +15,9 @@ import (
 )
 
 // runRun is qvm-run: run a command in VMs through their qrexec agent
-// (cmd/qrexec-agent), as Qubes' qvm-run does: the shell command goes to
-// the qubes.VMShell service, --no-shell runs it through qubes.VMExec,
+// (cmd/qrexec-agent), as Qubes' qvm-run does: a COMMAND alone is a shell
+// command for the qubes.VMShell service, COMMAND with ARGS (or
+// --no-shell) runs as given through qubes.VMExec,
 // --service calls a service by name. The exit code is the command's
 // (the highest of several VMs'); 125 when qrexec failed, 126 refused,
 // 127 no such service.
@@ -90,8 +91,14 @@ func runRun(ctx context.Context, a *app, args []string) error {
 		}
 		cmdArgs = rest[1:]
 	}
+	if len(cmdArgs) > 0 && cmdArgs[0] == "--" {
+		cmdArgs = cmdArgs[1:]
+	}
 	if len(cmdArgs) == 0 {
 		return usagef("give the command to run (see %s --help)", a.prog)
+	}
+	if o.passio && len(names) > 1 {
+		return usagef("--passio cannot be used when more than 1 qube is chosen and no --localcmd is used")
 	}
 	cmd := qrexec.Command{User: o.user, NoGUI: true, Source: "dom0"}
 	var input string
@@ -101,7 +108,8 @@ func runRun(ctx context.Context, a *app, args []string) error {
 			return usagef("--service takes one SERVICE[+ARG], not %d words", len(cmdArgs))
 		}
 		cmd.Service, cmd.Arg, _ = strings.Cut(cmdArgs[0], "+")
-	case o.noShell:
+	case o.noShell || len(cmdArgs) > 1:
+		// COMMAND with ARGS runs as given, without a shell (as Qubes).
 		cmd.Service, cmd.Arg = "qubes.VMExec", qrexec.EncodeVMExec(cmdArgs)
 	default:
 		cmd.Service, input = "qubes.VMShell", strings.Join(cmdArgs, " ")+"; exit\n"
@@ -136,8 +144,13 @@ func runRun(ctx context.Context, a *app, args []string) error {
 			in = joinInput(in, a.stdin)
 		}
 		out, errOut := io.Discard, io.Discard
+		verbose := c.verbosity()
 		if o.passio {
 			out, errOut = stdout, stderr
+			verbose--
+		}
+		if verbose > 0 {
+			fmt.Fprintf(a.stderr, "Running '%s' on %s\n", termtext.Line(strings.Join(cmdArgs, " ")), n)
 		}
 		code := runIn(ctx, a, m, sys, n, cmdline, !o.noAutostart, in, out, errOut)
 		worst = max(worst, code)
