@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -119,6 +120,36 @@ func qrexecInside(t *testing.T) {
 		if out != fmt.Sprintf("%d\n", i) {
 			t.Errorf("parallel run %d: %q", i, out)
 		}
+	}
+
+	// The seeds' image copy, as written: a VM's file through qvm-run's
+	// output into a dom0 file, every byte, then made the root of an HVM.
+	q.ok("qvm-run", "-u", "root", "-p", "work", "mkdir -p /media/user/externalhd && chown user /media/user/externalhd")
+	q.ok("qvm-run", "-p", "work", `head -c 8388608 /dev/urandom > "/media/user/externalhd/win10.raw"`)
+	guestSum := strings.Fields(q.ok("qvm-run", "-p", "work", `sha256sum "/media/user/externalhd/win10.raw"`))[0]
+	img := filepath.Join(t.TempDir(), "win10-root.img")
+	// (the shell's "> FILE": dom0 here has no shell)
+	copyOut, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := exec.Command("qvm-run", "--pass-io", "work", `cat "/media/user/externalhd/win10.raw"`)
+	var cpErr bytes.Buffer
+	cp.Stdout, cp.Stderr = copyOut, &cpErr
+	if err := cp.Run(); err != nil {
+		t.Fatalf("qvm-run ... > %s: %v\n%s", img, err, cpErr.String())
+	}
+	copyOut.Close()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(b)); sum != guestSum || len(b) != 8<<20 {
+		t.Fatalf("copied image: %d bytes, sha256 %s; the guest's file has %s", len(b), sum, guestSum)
+	}
+	q.ok("qvm-create", "--hvm", "win10", "--label", "red", "--mem=400", "--root-move-from", img)
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Errorf("--root-move-from left the source: %v", err)
 	}
 
 	// COMMAND with ARGS, or --no-shell: the arguments reach the program

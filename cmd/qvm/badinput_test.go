@@ -126,6 +126,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"qvm-run", "--service", "my-new-vm", "../etc"}, "service"},
 		{[]string{"qvm-run", "-a", "-n", "my-new-vm", "ls"}, "not allowed with"},
 		{[]string{"qvm-run", "my-new-vm", "ls"}, "not the dom0 of a running Xen"},
+		{[]string{"qvm-run", "--localcmd", "cat", "my-new-vm", "ls"}, "--localcmd have no effect without --pass-io"},
+		{[]string{"qvm-run", "-p", "--all", "ls"}, "--passio cannot be used when more than 1 qube"},
 		{[]string{"qvm-unpause", "nope"}, "no such domain: 'nope'"},
 		{[]string{"qvm-check", "--running", "my-new-vm"}, "not the dom0 of a running Xen"},
 		{[]string{"qvm-check", "--all", "my-new-vm"}, "not allowed with argument --all"},

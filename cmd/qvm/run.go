@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ func runRun(ctx context.Context, a *app, args []string) error {
 	c.BoolVar(&o.noColorBool, "no-color-stderr", false, "same as --no-color-output, for standard error")
 	c.StringVar(&o.dispvm, "dispvm", "", "run in a new disposable VM (not supported by qvm)")
 	c.Lookup("dispvm").NoOptDefVal = "default"
-	c.StringVar(&o.localcmd, "localcmd", "", "connect the command's streams to a dom0 command (not supported by qvm)")
+	c.StringVar(&o.localcmd, "localcmd", "", "with --pass-io, connect the command's input and output to this dom0 shell command instead")
 	c.exclude("autostart", "no-autostart")
 	c.exclude("filter-escape-chars", "no-filter-escape-chars")
 	c.exclude("no-shell", "service")
@@ -68,8 +69,8 @@ func runRun(ctx context.Context, a *app, args []string) error {
 	if c.Changed("dispvm") {
 		return fmt.Errorf("--dispvm: qvm cannot start disposable VMs yet; create a VM and run the command there")
 	}
-	if o.localcmd != "" {
-		return fmt.Errorf("--localcmd: not supported by qvm; use --pass-io and a pipe in dom0")
+	if o.localcmd != "" && !o.passio {
+		return usagef("--localcmd have no effect without --pass-io")
 	}
 	rest := c.Args()
 	var names, cmdArgs []string
@@ -97,7 +98,7 @@ func runRun(ctx context.Context, a *app, args []string) error {
 	if len(cmdArgs) == 0 {
 		return usagef("give the command to run (see %s --help)", a.prog)
 	}
-	if o.passio && len(names) > 1 {
+	if o.passio && o.localcmd == "" && len(names) > 1 {
 		return usagef("--passio cannot be used when more than 1 qube is chosen and no --localcmd is used")
 	}
 	cmd := qrexec.Command{User: o.user, NoGUI: true, Source: "dom0"}
@@ -140,7 +141,7 @@ func runRun(ctx context.Context, a *app, args []string) error {
 		if input != "" {
 			in = strings.NewReader(input)
 		}
-		if o.passio {
+		if o.passio && o.localcmd == "" {
 			in = joinInput(in, a.stdin)
 		}
 		out, errOut := io.Discard, io.Discard
@@ -152,13 +153,46 @@ func runRun(ctx context.Context, a *app, args []string) error {
 		if verbose > 0 {
 			fmt.Fprintf(a.stderr, "Running '%s' on %s\n", termtext.Line(strings.Join(cmdArgs, " ")), n)
 		}
-		code := runIn(ctx, a, m, sys, n, cmdline, !o.noAutostart, in, out, errOut)
+		var code int
+		if o.localcmd != "" {
+			code = runWithLocal(ctx, a, o.localcmd, func(in2 io.Reader, out2 io.Writer) int {
+				return runIn(ctx, a, m, sys, n, cmdline, !o.noAutostart, joinInput(in, in2), out2, errOut)
+			})
+		} else {
+			code = runIn(ctx, a, m, sys, n, cmdline, !o.noAutostart, in, out, errOut)
+		}
 		worst = max(worst, code)
 	}
 	if worst != 0 {
 		return exitWith(worst, "")
 	}
 	return nil
+}
+
+// runWithLocal runs the dom0 shell command local (--localcmd) beside
+// run, which gets the local command's output as the remote command's
+// input and writes the remote command's output to the local command's
+// input. The remote exit code is returned; a local command that cannot
+// start is qrexec's failure.
+func runWithLocal(ctx context.Context, a *app, local string, run func(in io.Reader, out io.Writer) int) int {
+	lc := exec.CommandContext(ctx, "/bin/sh", "-c", local)
+	toRemote, err := lc.StdoutPipe()
+	if err != nil {
+		a.printError(fmt.Sprintf("--localcmd: %v", err))
+		return qrexec.ExitFailed
+	}
+	fromRemote, w := io.Pipe()
+	lc.Stdin, lc.Stderr = fromRemote, a.stderr
+	if err := lc.Start(); err != nil {
+		a.printError(fmt.Sprintf("--localcmd %q: %v", local, err))
+		return qrexec.ExitFailed
+	}
+	code := run(toRemote, w)
+	w.Close()
+	if err := lc.Wait(); err != nil {
+		a.printError(fmt.Sprintf("--localcmd %q: %v", local, err))
+	}
+	return code
 }
 
 // joinInput is first, then rest (either may be nil).
