@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -325,7 +326,59 @@ func TestServeCallerGone(t *testing.T) {
 	case <-time.After(time.Minute): // bounds a hang: the command sleeps 1000 s
 		t.Fatal("Serve still runs the command after the caller went away")
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Fatalf("the command's process group is still there: %v", err)
+	// SIGKILL is queued, not delivered, when kill returns, and the killed
+	// background sleep is an orphan that init reaps when it gets to it:
+	// wait (bounded) until no member of the group is still running;
+	// a zombie has been killed.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		live, err := runningInGroup(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command's process group still runs: pids %v", live)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// runningInGroup lists the processes of process group pgid that are
+// neither zombies nor dead, from /proc.
+func runningInGroup(pgid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var live []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so
+		// split after its closing parenthesis.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err != nil || g != pgid {
+			continue
+		}
+		if f[0] != "Z" && f[0] != "X" {
+			live = append(live, pid)
+		}
+	}
+	return live, nil
 }
