@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/qvm-project/qvm/guestdisk"
 	"github.com/qvm-project/qvm/internal/testenv"
@@ -55,8 +56,24 @@ func TestAttachServesTheImageAndClearsItself(t *testing.T) {
 	if b, _ := BackingFile(d.Path); b != name {
 		t.Errorf("detached while still in use: %q", b)
 	}
+	backing := "/sys/block/" + filepath.Base(d.Path) + "/loop/backing_file"
+	if b, err := os.ReadFile(backing); err != nil || string(bytes.TrimSpace(b)) != img {
+		t.Errorf("%s while attached: %q, %v", backing, b, err)
+	}
 	other.Close()
-	if b, _ := BackingFile(d.Path); b != "" {
-		t.Errorf("still attached to %q after the last close", b)
+	// Others may hold it a moment longer (udev answering the change
+	// event, a parallel test listing loop devices): the kernel clears it
+	// at their close. Watch sysfs, which holds no device open, with a
+	// bound on the wait, not on its speed.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := os.ReadFile(backing)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still attached to %q a minute after the last close (%v)", bytes.TrimSpace(b), err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
