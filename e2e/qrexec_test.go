@@ -190,4 +190,23 @@ func qrexecInside(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec")); len(left) > 0 {
 		t.Errorf("qrexec socket left: %q", left)
 	}
+
+	// A hostile VM: it offers the control channel again and again and
+	// answers with a header claiming a 4 GiB message, then garbage. dom0
+	// reads no more than the bound, logs it, tries again, and qvm-run
+	// says the VM has no agent; the VM and its monitor stay up.
+	q.ok("qvm-create", "--template", "debian-12", "--label", "red", "--prop", "netvm=", "--prop", "virt_mode=pv", "hostile")
+	q.ok("qvm-prefs", "hostile", "kernelopts", "quiet qvm.qrexec=hostile qvm.after=wait")
+	q.ok("qvm-prefs", "hostile", "qrexec_timeout", "20")
+	q.ok("qvm-start", "hostile")
+	consoleValue(t, "hostile", "hostile agent: garbage sent on channel 3")
+	if _, errOut, code := q.runWithInput(nil, "qvm-run", "-p", "hostile", "true"); code != 125 || !strings.Contains(errOut, "did not connect") {
+		t.Errorf("qvm-run on a hostile VM: exit %d, stderr %q", code, errOut)
+	}
+	q.expectRun(0, "qvm-check: hostile: running\n", "qvm-check", "--running", "hostile")
+	monLog, _ := os.ReadFile(filepath.Join(stateDir(), "log", "hostile.log"))
+	if !strings.Contains(string(monLog), "too long") {
+		t.Errorf("the monitor did not log the oversized message:\n%s", xenvm.Tail(monLog, 20))
+	}
+	q.ok("qvm-kill", "hostile")
 }

@@ -168,8 +168,9 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // serveRequest answers one request on the VM's socket: an EXEC_CMDLINE
 // for a data channel in dom0, forwarded to the agent once it is connected
-// (waiting up to wait, or until the caller hangs up); the answer is SERVICE_CONNECT, or SERVICE_REFUSED
-// with the reason.
+// (waiting up to wait, or until the caller hangs up); the answer is
+// SERVICE_CONNECT, SERVICE_REFUSED with the reason, or
+// CONNECTION_TERMINATED when no agent connected.
 func (m *Manager) serveRequest(ctx context.Context, name string, c *net.UnixConn, link *agentLink, wait time.Duration) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(wait + requestLimit))
@@ -198,7 +199,8 @@ func (m *Manager) serveRequest(ctx context.Context, name string, c *net.UnixConn
 	}()
 	ctl, err := link.wait(wctx)
 	if err != nil {
-		refuse(fmt.Sprintf("%s: %v within %v (does the VM run qrexec-agent?)", name, err, wait))
+		// Not a refusal: the answer says the agent is missing.
+		_ = qrexec.WriteMessage(c, qrexec.ConnectionTerminated, []byte(fmt.Sprintf("%v within %v (does the VM run qrexec-agent?)", err, wait)))
 		return
 	}
 	if err := ctl.Exec(p); err != nil {
@@ -272,11 +274,24 @@ func (m *Manager) askMonitor(ctx context.Context, name string, p qrexec.ExecPara
 		return fmt.Errorf("%s: no qrexec service from its monitor (was it started by this qvm?): %w", name, err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(wait + requestLimit))
-	if err := qrexec.WriteMessage(c, qrexec.ExecCmdline, b); err != nil {
+	return ask(c, name, b, wait)
+}
+
+// ask sends the request req over c, a connection to the monitor of VM
+// name, and reads the answer. The monitor waits for the agent for as
+// long as the caller does: when wait passes without an answer, the
+// caller hangs up (ending the monitor's wait) and says the agent is
+// missing.
+func ask(c net.Conn, name string, req []byte, wait time.Duration) error {
+	_ = c.SetWriteDeadline(time.Now().Add(requestLimit))
+	if err := qrexec.WriteMessage(c, qrexec.ExecCmdline, req); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	_ = c.SetReadDeadline(time.Now().Add(wait + time.Second))
 	ans, err := qrexec.ReadMessage(c, 4096)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%s: %w within %v (does the VM run qrexec-agent?)", name, ErrNoAgent, wait)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: no answer from its monitor: %w", name, err)
 	}
@@ -285,6 +300,8 @@ func (m *Manager) askMonitor(ctx context.Context, name string, p qrexec.ExecPara
 		return nil
 	case qrexec.ServiceRefused:
 		return fmt.Errorf("%w: %s", ErrRefused, ans.Data)
+	case qrexec.ConnectionTerminated:
+		return fmt.Errorf("%s: %w", name, errors.New(string(ans.Data)))
 	}
 	return fmt.Errorf("%s: unexpected answer %v from its monitor", name, ans.Type)
 }

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"strings"
@@ -69,7 +70,7 @@ func TestServeRequest(t *testing.T) {
 
 	// No agent: refused once the wait is over.
 	ans := request(t, m, link, 50*time.Millisecond, qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"})
-	if ans.Type != qrexec.ServiceRefused || !strings.Contains(string(ans.Data), "agent did not connect") {
+	if ans.Type != qrexec.ConnectionTerminated || !strings.Contains(string(ans.Data), "agent did not connect") {
 		t.Fatalf("without an agent: %v %q", ans.Type, ans.Data)
 	}
 
@@ -127,5 +128,33 @@ func TestServeRequestCallerHangsUp(t *testing.T) {
 	case <-done:
 	case <-time.After(time.Minute): // bounds a hang; the wait would be an hour
 		t.Fatal("the monitor still waits for the agent after the caller hung up")
+	}
+}
+
+// TestAskAgentMissing: the caller waits for the agent as long as it was
+// told (qrexec_timeout), however long the monitor would, then hangs up,
+// which ends the monitor's wait too, and says the agent is missing.
+func TestAskAgentMissing(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the monitor serves root only: run as root (CI does)")
+	}
+	m := &Manager{}
+	link := &agentLink{ready: make(chan struct{})}
+	cli, srv := unixPair(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.serveRequest(context.Background(), "work", srv, link, time.Hour)
+	}()
+	b, _ := qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"}.Marshal()
+	err := ask(cli, "work", b, 50*time.Millisecond)
+	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "within 50ms") {
+		t.Fatalf("ask without an agent: %v", err)
+	}
+	cli.Close()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // bounds a hang; the monitor's wait is an hour
+		t.Fatal("the monitor still waits after the caller gave up")
 	}
 }

@@ -10,6 +10,7 @@
 //	qvm.after=wait         keep running until the domain is shut down
 //	qvm.qrexec=1           start the qrexec agent (cmd/qrexec-agent) with
 //	                       busybox as /bin and a "user" account
+//	qvm.qrexec=hostile     offer dom0 control channels that carry garbage
 //	qvm.keys=1             print this VM's keys read from xenstore, try to
 //	                       overwrite one and to read other domains' keys
 //	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
@@ -85,8 +86,13 @@ func run() error {
 		say("xenbus: %s ok", xenbusDev)
 	}
 	ctx := context.Background()
-	if v, _ := cl.Flag("qvm.qrexec"); v == "1" {
+	switch v, _ := cl.Flag("qvm.qrexec"); v {
+	case "1":
 		if err := startAgent(); err != nil {
+			say("FAILED: qrexec: %v", err)
+		}
+	case "hostile":
+		if err := startHostileAgent(ctx); err != nil {
 			say("FAILED: qrexec: %v", err)
 		}
 	}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/qvm-project/qvm/bootinit"
+	"github.com/qvm-project/qvm/vchan"
+	"github.com/qvm-project/qvm/xenstore"
 )
 
 // qrexec in the test guest (qvm.qrexec=1): the Xen drivers vchan needs,
@@ -78,5 +82,41 @@ func addUsers() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// startHostileAgent (qvm.qrexec=hostile) plays a hostile VM: it offers
+// dom0 the control channel again and again and answers each connection
+// with a header claiming a message of almost 4 GiB, then garbage. dom0
+// must stay unharmed and say the VM has no agent.
+func startHostileAgent(ctx context.Context) error {
+	if err := bootinit.LoadModules(agentModules); err != nil {
+		return err
+	}
+	xs, err := xenstore.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		garbage := make([]byte, 4096)
+		for i := range garbage {
+			garbage[i] = byte(i * 7)
+		}
+		hdr := []byte{0x00, 0x03, 0, 0, 0xf0, 0xff, 0xff, 0xff}
+		for n := 1; ; n++ {
+			conn, err := vchan.Server(ctx, xs, 0, 512, 12, 12)
+			if err != nil {
+				say("hostile agent: %v", err)
+				time.Sleep(time.Second)
+				continue
+			}
+			if err := conn.WaitConnected(ctx); err == nil {
+				_, _ = conn.Write(append(hdr, garbage...))
+				say("hostile agent: garbage sent on channel %d", n)
+				time.Sleep(200 * time.Millisecond)
+			}
+			conn.Close()
+		}
+	}()
 	return nil
 }

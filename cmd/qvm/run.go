@@ -233,7 +233,7 @@ func runIn(ctx context.Context, a *app, m *lifecycle.Manager, sys *vm.System, na
 		if errors.Is(err, lifecycle.ErrRefused) {
 			return fail(qrexec.ExitRefused, "%s: %v", name, err)
 		}
-		return fail(qrexec.ExitFailed, "%s: qrexec failed: %v", name, err)
+		return fail(qrexec.ExitFailed, "qrexec failed: %v", err)
 	}
 	return code
 }
