@@ -27,3 +27,11 @@ bench-parallel: dom0-image guest-image
 bench-footprint: dom0-image guest-image
 	@$(GO) build -o $(BUILD)/bench-footprint ./bench/footprint
 	@$(BUILD)/bench-footprint
+
+# bench-qrexec: the same MiB out of a guest with qvm-run --pass-io and over
+# TCP across its vif, and qvm-run VM true round trips, in the nested Xen
+# (see bench/qrexec).
+.PHONY: bench-qrexec
+bench-qrexec: dom0-image guest-image
+	@$(GO) build -o $(BUILD)/bench-qrexec ./bench/qrexec
+	@$(BUILD)/bench-qrexec
