@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,12 +184,47 @@ func qrexecInside(t *testing.T) {
 	if out, err := q.run("xenstore-list", "/local/domain/0/data/vchan/"+id); err == nil && strings.TrimSpace(out) != "" {
 		t.Errorf("data channels left in xenstore: %q", out)
 	}
-	q.ok("qvm-shutdown", "--wait", "work")
-	if out, err := q.run("xenstore-exists", "/local/domain/0/data/vchan/"+id); err == nil {
-		t.Errorf("dom0's vchan keys for domain %s outlive it: %q", id, out)
+
+	// The VM killed in the middle of a transfer: qvm-run ends, says why,
+	// exit 125; nothing of the channel is left.
+	mid := exec.Command("qvm-run", "-p", "--no-filter-escape-chars", "work", "cat /dev/zero")
+	var midErr bytes.Buffer
+	mid.Stderr = &midErr
+	midOut, err := mid.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec")); len(left) > 0 {
-		t.Errorf("qrexec socket left: %q", left)
+	if err := mid.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(midOut, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("qvm-run -p work 'cat /dev/zero': %v\n%s", err, midErr.String())
+	}
+	q.ok("qvm-kill", "work")
+	midDone := make(chan error, 1)
+	go func() {
+		_, _ = io.Copy(io.Discard, midOut)
+		midDone <- mid.Wait()
+	}()
+	select {
+	case err := <-midDone:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(midErr.String(), "went away") {
+			t.Errorf("qvm-run during qvm-kill: %v, stderr %q", err, midErr.String())
+		}
+	case <-time.After(5 * time.Minute): // bounds a hang
+		mid.Process.Kill()
+		t.Fatalf("qvm-run still runs 5 minutes after its VM was killed")
+	}
+	// The monitor cleans up once it sees the domain gone.
+	if err := waitFor(time.Minute, func() bool {
+		_, err := q.run("xenstore-exists", "/local/domain/0/data/vchan/"+id)
+		left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec"))
+		return err != nil && len(left) == 0
+	}); err != nil {
+		out, _ := q.run("xenstore-ls", "-p", "/local/domain/0/data")
+		left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec"))
+		t.Errorf("a minute after the VM's death: dom0's keys %q, qrexec sockets %q", out, left)
 	}
 
 	// A hostile VM: it offers the control channel again and again and

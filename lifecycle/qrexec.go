@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +18,7 @@ import (
 	"github.com/qvm-project/qvm/qrexec"
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vchan"
+	"github.com/qvm-project/qvm/xenstore"
 )
 
 // qrexec without a daemon: the VM's agent serves the control channel
@@ -246,6 +248,20 @@ func (m *Manager) Exec(ctx context.Context, name, cmdline string, wait time.Dura
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	// A domain that dies (qvm-kill, a crash) never says so on the
+	// channel: its end just stops. Watch for its release instead.
+	var gone atomic.Bool
+	wctx, unwatch := context.WithCancel(ctx)
+	defer unwatch()
+	if err := onDomainGone(wctx, m.XS, domid, func() { gone.Store(true); conn.Close() }); err != nil {
+		return 0, fmt.Errorf("%s: watch its domain: %w", name, err)
+	}
+	whileRunning := func(err error) error {
+		if gone.Load() {
+			return fmt.Errorf("%s: its domain %d went away during the run (%w)", name, domid, err)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	if err := m.askMonitor(ctx, name, qrexec.ExecParams{ConnectPort: uint32(port), Cmdline: cmdline}, wait); err != nil {
 		return 0, err
 	}
@@ -253,13 +269,46 @@ func (m *Manager) Exec(ctx context.Context, name, cmdline string, wait time.Dura
 	err = conn.WaitConnected(cctx)
 	done()
 	if err != nil {
-		return 0, fmt.Errorf("%s: the agent did not connect to the data channel within %v: %w", name, wait, err)
+		return 0, whileRunning(fmt.Errorf("the agent did not connect to the data channel within %v: %w", wait, err))
 	}
 	code, err := qrexec.Run(ctx, conn, stdin, stdout, stderr)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+		return 0, whileRunning(err)
 	}
 	return code, nil
+}
+
+// onDomainGone calls gone, once, when xenstored releases domain domid
+// (the domain was destroyed or died), until ctx ends.
+func onDomainGone(ctx context.Context, xs *xenstore.Client, domid uint32, gone func()) error {
+	w, err := xs.Watch(ctx, "@releaseDomain")
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer func() {
+			uctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+			defer done()
+			_ = w.Unwatch(uctx)
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-w.Events():
+				if !ok {
+					return
+				}
+				// Every release fires the watch (and it fires once at
+				// once): ask about this domain.
+				if in, err := xs.IsDomainIntroduced(ctx, domid); err == nil && !in {
+					gone()
+					return
+				}
+			}
+		}
+	}()
+	return nil
 }
 
 // askMonitor sends a request to the VM's monitor and reads its answer.

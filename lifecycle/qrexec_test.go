@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qvm-project/qvm/qrexec"
+	"github.com/qvm-project/qvm/xenstore"
+	"github.com/qvm-project/qvm/xenstore/xenstoretest"
 )
 
 // unixPair is a connected pair of unix stream sockets.
@@ -156,5 +158,51 @@ func TestAskAgentMissing(t *testing.T) {
 	case <-done:
 	case <-time.After(time.Minute): // bounds a hang; the monitor's wait is an hour
 		t.Fatal("the monitor still waits after the caller gave up")
+	}
+}
+
+// TestOnDomainGone: on the real xenstored, a running domain's death (the
+// hypervisor reports it dying) calls gone once; another domain's does not.
+func TestOnDomainGone(t *testing.T) {
+	d := xenstoretest.Start(t)
+	xs := d.Client()
+	d.Guest(11)
+	d.Guest(12)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gone := make(chan struct{}, 2)
+	if err := onDomainGone(ctx, xs, 11, func() { gone <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	// Another domain dies: the watch fires, domain 11 still runs.
+	if err := d.MarkDying(12); err != nil {
+		t.Fatal(err)
+	}
+	waitReleased(t, xs, 12)
+	select {
+	case <-gone:
+		t.Fatal("gone called for another domain's death")
+	default:
+	}
+	if err := d.MarkDying(11); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(time.Minute): // bounds a hang
+		t.Fatal("gone not called after the domain died")
+	}
+}
+
+// waitReleased waits (bounded) until xenstored has released domid.
+func waitReleased(t *testing.T, xs *xenstore.Client, domid uint32) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if in, err := xs.IsDomainIntroduced(context.Background(), domid); err == nil && !in {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("domain %d still introduced a minute after its death", domid)
+		}
 	}
 }
