@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -43,6 +44,37 @@ func (d *demo) run(argv ...string) (string, error) {
 		fmt.Fprintf(d.w, "  (%.1f s)\n", el.Seconds())
 	}
 	return string(out), err
+}
+
+// runTo runs argv with its standard output into file (the shell's
+// "argv > file": dom0 in the bed has no shell) and returns the file's
+// SHA-256, read back from the file.
+func (d *demo) runTo(file string, argv ...string) (string, error) {
+	fmt.Fprintf(d.w, "$ %s > %s\n", shellQuote(argv), file)
+	start := time.Now()
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	cmd := exec.CommandContext(d.ctx, argv[0], argv[1:]...)
+	var errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = f, &errOut
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s: %v\n%s", shellQuote(argv), err, errOut.String())
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(d.w, "  (%d bytes, %.1f s)\n", len(b), time.Since(start).Seconds())
+	return fmt.Sprintf("%x", sha256.Sum256(b)), nil
 }
 
 func (d *demo) pref(vm, prop string) string {
@@ -175,6 +207,24 @@ func demoSteps() []step {
 		}, check: func(d *demo) string {
 			if strings.TrimSpace(d.last) != "0" {
 				return "qvm-run -u root did not run as root"
+			}
+			return ""
+		}},
+		{title: "copy a VM's file into dom0 as the seeds do (qvm-run --pass-io ... > file), checksums compared", cmds: [][]string{
+			{"qvm-run", "-u", "root", "-p", "work", "mkdir -p /media/user/externalhd && chown user /media/user/externalhd"},
+			{"qvm-run", "-p", "work", `head -c 4194304 /dev/urandom > "/media/user/externalhd/win10.raw" && sha256sum "/media/user/externalhd/win10.raw"`},
+		}, check: func(d *demo) string {
+			f := strings.Fields(d.last)
+			if len(f) == 0 {
+				return "no checksum from the guest"
+			}
+			sum, err := d.runTo("/home/user/win10-root.img", "qvm-run", "--pass-io", "work", `cat "/media/user/externalhd/win10.raw"`)
+			if err != nil {
+				return err.Error()
+			}
+			fmt.Fprintf(d.w, "sha256 in the guest %s, in dom0 %s\n", f[0], sum)
+			if sum != f[0] {
+				return "the dom0 copy differs from the guest's file"
 			}
 			return ""
 		}},
