@@ -106,6 +106,19 @@ func (m *Manager) serveQrexec(ctx context.Context, name string, domid uint32, wa
 		return nil, fmt.Errorf("qrexec socket of %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// A killed domain cannot finish dying while dom0 maps its pages, as
+	// it does for the agent's control channel, and libxl reports its
+	// death only once it is gone: let go as soon as xenstored releases
+	// the domain, which it does when the domain starts dying.
+	if err := onDomainGone(ctx, m.XS, domid, func() {
+		m.log().Info("qrexec: domain released, closing the agent's channel", "vm", name, "domid", domid)
+		cancel()
+	}); err != nil {
+		cancel()
+		ln.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("qrexec of %s: watch its domain: %w", name, err)
+	}
 	link := &agentLink{ready: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() { m.holdControl(ctx, name, domid, link) })
