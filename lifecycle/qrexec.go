@@ -97,14 +97,6 @@ func (m *Manager) serveQrexec(ctx context.Context, name string, domid uint32, wa
 	if m.XS == nil {
 		return func() {}, nil
 	}
-	path := qrexecSocketPath(m.Store, name)
-	_ = os.Remove(path)
-	old := unix.Umask(0o077)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("qrexec socket of %s: %w", name, err)
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	// A killed domain cannot finish dying while dom0 maps its pages, as
 	// it does for the agent's control channel, and libxl reports its
@@ -115,9 +107,16 @@ func (m *Manager) serveQrexec(ctx context.Context, name string, domid uint32, wa
 		cancel()
 	}); err != nil {
 		cancel()
-		ln.Close()
-		_ = os.Remove(path)
 		return nil, fmt.Errorf("qrexec of %s: watch its domain: %w", name, err)
+	}
+	path := qrexecSocketPath(m.Store, name)
+	_ = os.Remove(path)
+	old := unix.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("qrexec socket of %s: %w", name, err)
 	}
 	link := &agentLink{ready: make(chan struct{})}
 	var wg sync.WaitGroup
@@ -363,7 +362,7 @@ func ask(c net.Conn, name string, req []byte, wait time.Duration) error {
 	case qrexec.ServiceRefused:
 		return fmt.Errorf("%w: %s", ErrRefused, ans.Data)
 	case qrexec.ConnectionTerminated:
-		return fmt.Errorf("%s: %w", name, errors.New(string(ans.Data)))
+		return fmt.Errorf("%s: %s", name, ans.Data)
 	}
 	return fmt.Errorf("%s: unexpected answer %v from its monitor", name, ans.Type)
 }

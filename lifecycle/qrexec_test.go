@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qvm-project/qvm/internal/testenv"
 	"github.com/qvm-project/qvm/qrexec"
 	"github.com/qvm-project/qvm/xenstore"
 	"github.com/qvm-project/qvm/xenstore/xenstoretest"
@@ -64,9 +65,7 @@ func request(t *testing.T, m *Manager, link *agentLink, wait time.Duration, p qr
 // SERVICE_CONNECT; a request for another domain's channel or a reserved
 // port, or one made while no agent is connected, is refused with the reason.
 func TestServeRequest(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("the monitor serves root only: run as root (CI does)")
-	}
+	testenv.RequireRoot(t) // the monitor serves root only
 	m := &Manager{}
 	link := &agentLink{ready: make(chan struct{})}
 
@@ -107,12 +106,11 @@ func TestServeRequest(t *testing.T) {
 	}
 }
 
-// TestServeRequestCallerHangsUp: a caller that gives up while the agent is
-// not there ends the monitor's wait at once.
-func TestServeRequestCallerHangsUp(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("the monitor serves root only: run as root (CI does)")
-	}
+// serveWaiting has the monitor serve one request on a new connection with
+// no agent and an hour's wait; it returns the caller's end and a channel
+// closed when the monitor is done with the request.
+func serveWaiting(t *testing.T) (*net.UnixConn, <-chan struct{}) {
+	t.Helper()
 	m := &Manager{}
 	link := &agentLink{ready: make(chan struct{})}
 	cli, srv := unixPair(t)
@@ -121,6 +119,14 @@ func TestServeRequestCallerHangsUp(t *testing.T) {
 		defer close(done)
 		m.serveRequest(context.Background(), "work", srv, link, time.Hour)
 	}()
+	return cli, done
+}
+
+// TestServeRequestCallerHangsUp: a caller that gives up while the agent is
+// not there ends the monitor's wait at once.
+func TestServeRequestCallerHangsUp(t *testing.T) {
+	testenv.RequireRoot(t) // the monitor serves root only
+	cli, done := serveWaiting(t)
 	b, _ := qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"}.Marshal()
 	if err := qrexec.WriteMessage(cli, qrexec.ExecCmdline, b); err != nil {
 		t.Fatal(err)
@@ -137,17 +143,8 @@ func TestServeRequestCallerHangsUp(t *testing.T) {
 // told (qrexec_timeout), however long the monitor would, then hangs up,
 // which ends the monitor's wait too, and says the agent is missing.
 func TestAskAgentMissing(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("the monitor serves root only: run as root (CI does)")
-	}
-	m := &Manager{}
-	link := &agentLink{ready: make(chan struct{})}
-	cli, srv := unixPair(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.serveRequest(context.Background(), "work", srv, link, time.Hour)
-	}()
+	testenv.RequireRoot(t) // the monitor serves root only
+	cli, done := serveWaiting(t)
 	b, _ := qrexec.ExecParams{ConnectPort: 600, Cmdline: "root:true"}.Marshal()
 	err := ask(cli, "work", b, 50*time.Millisecond)
 	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "within 50ms") {
