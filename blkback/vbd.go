@@ -56,13 +56,7 @@ func WriteReadOnly(ctx context.Context, tx *xenstore.Transaction, domid uint32, 
 	if _, err := tx.Read(ctx, p.Backend); err == nil {
 		return fmt.Errorf("domain %d already has a block device %s (%s)", domid, vdev, p.Backend)
 	}
-	w := map[string]string{
-		"frontend": p.Frontend, "frontend-id": strconv.FormatUint(uint64(domid), 10), "online": "1",
-		"removable": "0", "bootable": "1", "state": stateInitialising, "dev": vdev, "type": "phy",
-		"mode": "r", "device-type": "disk", "discard-enable": "0", "specification": "xen",
-		"params": dev, "physical-device-path": dev,
-		"physical-device": fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)),
-	}
+	w := vbdKeys(domid, p.Frontend, vdev, dev, fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
 	if err := tx.Mkdir(ctx, p.Backend); err != nil {
 		return err
 	}
@@ -78,6 +72,18 @@ func WriteReadOnly(ctx context.Context, tx *xenstore.Transaction, domid uint32, 
 		return err
 	}
 	return tx.WriteString(ctx, p.Record+"/backend", p.Backend)
+}
+
+// vbdKeys are the keys of the backend directory of a read-only "phy"
+// disk of domain domid, as libxl writes them, with the device's path dev
+// and its number node ("MAJOR:MINOR" in hex, what blkback opens).
+func vbdKeys(domid uint32, frontend, vdev, dev, node string) map[string]string {
+	return map[string]string{
+		"frontend": frontend, "frontend-id": strconv.FormatUint(uint64(domid), 10), "online": "1",
+		"removable": "0", "bootable": "1", "state": stateInitialising, "dev": vdev, "type": "phy",
+		"mode": "r", "device-type": "disk", "discard-enable": "0", "specification": "xen",
+		"params": dev, "physical-device-path": dev, "physical-device": node,
+	}
 }
 
 // maxQdisks bounds the qdisk devices MoveQdisk looks at.

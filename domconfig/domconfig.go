@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/vm"
 	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/xl"
@@ -57,7 +58,19 @@ type Inputs struct {
 	StubdomDM string
 	// CDROM is an ISO image or block device attached as a CD-ROM (HVM).
 	CDROM string
+	// CDROMServer, when set, is the VM that serves the CD-ROM with its
+	// own blkback (qvm-start --cdrom=VM:/path), and CDROMServed the loop
+	// device it made of the file; CDROM is then unused. A nil CDROMServed
+	// (a dry run, which asks the VM nothing) shows the VM's path,
+	// CDROMSource, as the disk.
+	CDROMServer string
+	CDROMServed *blkback.DriverDisc
+	CDROMSource string
 }
+
+// ErrServedDisc is returned (wrapped) for a disc in a VM that the HVM's
+// device model cannot reach.
+var ErrServedDisc = errors.New("a disc served by a VM needs qvm's stubdomain")
 
 // FeatureDom0QEMU, set to 1 on a VM, runs its HVM device model in dom0
 // instead of a stubdomain: less isolated, for debugging only.
@@ -144,6 +157,19 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 		}
 		cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.CDROM, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk})
 	}
+	if in.CDROMServer != "" {
+		if mode != vm.HVM {
+			return nil, fmt.Errorf("VM %s: a CD-ROM needs virt_mode hvm (it is %s): qvm-prefs %s virt_mode hvm", v.Name(), mode, v.Name())
+		}
+		// libxl takes only qdisk for an HVM's CD-ROM; the stubdomain's
+		// device model turns the stubdomain's copy into a vbd served by
+		// the VM's blkback (blkback.ServeDriverDisc).
+		target := in.CDROMSource
+		if in.CDROMServed != nil {
+			target = in.CDROMServed.Dev
+		}
+		cfg.Disks = append(cfg.Disks, xl.Disk{Target: target, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk, BackendDomain: in.CDROMServer})
+	}
 
 	if n := v.NetVM(); n != nil {
 		nic, err := nicFor(v, n)
@@ -171,6 +197,15 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 				"boot it from its own disk or a CD-ROM (qvm-prefs %s kernel '', as an OS install needs), "+
 				"or, less isolated, run its QEMU in dom0 (qvm-features %s %s 1)",
 				v.Name(), ErrStubdomKernel, kernel, v.Name(), v.Name(), FeatureDom0QEMU)
+		}
+	}
+	if in.CDROMServer != "" {
+		if dm := &cfg.DeviceModel; !dm.Stubdomain || dm.Override == "" {
+			return nil, fmt.Errorf("VM %s: %w: a disc in VM %s reaches an HVM only through qvm's stubdomain (with qvm-stubdom-dm as its device model in dom0); "+
+				"%s runs its QEMU in dom0 or without qvm-stubdom-dm: qvm-features --unset %s %s, or copy the disc to dom0 and use --cdrom=dom0:PATH",
+				v.Name(), ErrServedDisc, in.CDROMServer, v.Name(), v.Name(), FeatureDom0QEMU)
+		} else if in.CDROMServed != nil {
+			dm.StubdomainDMArgs = append(dm.StubdomainDMArgs, "-qvm-disc", in.CDROMServed.String())
 		}
 	}
 	if err := cfg.Validate(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/vm"
 	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/vmkernel/vmkerneltest"
@@ -122,6 +123,53 @@ func TestStandaloneHVMWithStubdomain(t *testing.T) {
 	cfg = build(t, s, "my-new-vm", in)
 	if cfg.DeviceModel.Stubdomain || cfg.DeviceModel.Override != "" || cfg.HVM.Firmware != xl.OVMF {
 		t.Errorf("dom0 qemu/uefi: %+v %+v", cfg.DeviceModel, cfg.HVM)
+	}
+}
+
+// TestCDROMServedByVM builds an HVM whose CD-ROM another VM serves: a
+// qdisk disk in that VM (what libxl takes for an HVM's CD-ROM) on the
+// loop device the VM made, and the disc for qvm-stubdom-dm among the
+// stubdomain device model's arguments. A dry run (no loop device yet)
+// shows the VM's path; a dom0 QEMU, or libxl's own device model for the
+// stubdomain, is refused.
+func TestCDROMServedByVM(t *testing.T) {
+	s, in := setup(t)
+	in.StubdomDM = "/usr/bin/qvm-stubdom-dm"
+	in.CDROMServer, in.CDROMSource = "pvvm", "/home/user/installcd.iso"
+	in.CDROMServed = &blkback.DriverDisc{Vdev: CDROMVdev, Backend: 5, Major: 7, Minor: 2, Dev: "/dev/loop2", Source: in.CDROMSource}
+	cfg := build(t, s, "my-new-vm", in)
+	last := cfg.Disks[len(cfg.Disks)-1]
+	if want := (xl.Disk{Target: "/dev/loop2", Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk, BackendDomain: "pvvm"}); last != want || len(cfg.Disks) != 4 {
+		t.Errorf("disks %+v, want the last %+v", cfg.Disks, want)
+	}
+	if got := cfg.DeviceModel.StubdomainDMArgs; len(got) != 2 || got[0] != "-qvm-disc" || got[1] != "xvdd:5:7:2:/dev/loop2:/home/user/installcd.iso" {
+		t.Errorf("stubdomain device model args %q", got)
+	}
+	in.CDROMServed = nil
+	cfg = build(t, s, "my-new-vm", in)
+	if last := cfg.Disks[len(cfg.Disks)-1]; last.Target != in.CDROMSource || last.BackendDomain != "pvvm" || len(cfg.DeviceModel.StubdomainDMArgs) != 0 {
+		t.Errorf("dry run: disk %+v, dm args %q", last, cfg.DeviceModel.StubdomainDMArgs)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func()
+	}{
+		{"libxl's stubdomain device model", func() { in.StubdomDM = "" }},
+		{"dom0 QEMU", func() {
+			d, _ := s.Lookup("my-new-vm")
+			d.Features = map[string]string{FeatureDom0QEMU: "1"}
+		}},
+	} {
+		tc.set()
+		v, _ := s.View("my-new-vm")
+		if _, err := Build(v, in); !errors.Is(err, ErrServedDisc) {
+			t.Errorf("%s: %v, want ErrServedDisc", tc.name, err)
+		}
+	}
+	in.CDROMServed = &blkback.DriverDisc{Vdev: CDROMVdev, Backend: 5, Dev: "/dev/loop2"}
+	v, _ := s.View("pvvm")
+	if _, err := Build(v, in); err == nil || !strings.Contains(err.Error(), "a CD-ROM needs virt_mode hvm") {
+		t.Errorf("a PV VM with a served CD-ROM: %v", err)
 	}
 }
 

@@ -50,6 +50,7 @@ const HandoffFlag = "--handoff"
 const (
 	handoffDomid   = "domid"
 	handoffRunning = "running"
+	handoffDisc    = "disc"
 )
 
 // handoff is qvm-start's side of a monitor it spawned.
@@ -97,6 +98,16 @@ func (m *Manager) spawnMonitor(name string, lock *os.File) (*handoff, error) {
 func (h *handoff) domid(id uint32) error {
 	if _, err := fmt.Fprintf(h.w, "%s %d\n", handoffDomid, id); err != nil {
 		return fmt.Errorf("tell the monitor of %s its domain: %w", h.name, err)
+	}
+	return nil
+}
+
+// disc tells the monitor of a loop device a VM made for the run: the
+// monitor asks the VM to detach it when the run ends, or when the start
+// is abandoned.
+func (h *handoff) disc(d servedDisc) error {
+	if _, err := fmt.Fprintf(h.w, "%s %s\n", handoffDisc, d); err != nil {
+		return fmt.Errorf("tell the monitor of %s its disc: %w", h.name, err)
 	}
 	return nil
 }
@@ -184,38 +195,57 @@ func (m *Manager) RunMonitor(ctx context.Context, name string, domid uint32, out
 // RunMonitor.
 func (m *Manager) RunHandoffMonitor(ctx context.Context, name string, lock, r *os.File, out io.Writer) error {
 	defer lock.Close()
-	domid, ok, err := readHandoff(r)
+	h, ok, err := readHandoff(r)
 	r.Close()
 	if err != nil {
 		m.log().Warn("handoff from qvm-start", "vm", name, "err", err)
 	}
-	if !ok {
-		return m.abandoned(ctx, name, domid)
+	for _, d := range h.discs {
+		defer m.detachDisc(ctx, d, discDetachWait)
 	}
-	return m.watch(ctx, name, domid, out)
+	if !ok {
+		return m.abandoned(ctx, name, h.domid)
+	}
+	return m.watch(ctx, name, h.domid, out)
 }
 
-// readHandoff reads qvm-start's messages: the domain's id, then "running"
-// (ok). A closed pipe before "running" ends it with ok false.
-func readHandoff(r io.Reader) (domid uint32, ok bool, err error) {
+// handedOver is what qvm-start told its monitor.
+type handedOver struct {
+	domid uint32
+	discs []servedDisc
+}
+
+// maxHandoffDiscs bounds the discs of one start (an HVM has one drive).
+const maxHandoffDiscs = 4
+
+// readHandoff reads qvm-start's messages: the domain's id and the discs
+// VMs serve the run, then "running" (ok). A closed pipe before "running"
+// ends it with ok false.
+func readHandoff(r io.Reader) (h handedOver, ok bool, err error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64), 64)
+	sc.Buffer(make([]byte, 256), 256)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
 		case len(f) == 2 && f[0] == handoffDomid:
 			n, err := strconv.ParseUint(f[1], 10, 16)
 			if err != nil {
-				return domid, false, fmt.Errorf("bad domain id %q", f[1])
+				return h, false, fmt.Errorf("bad domain id %q", f[1])
 			}
-			domid = uint32(n)
-		case len(f) == 1 && f[0] == handoffRunning && domid != 0:
-			return domid, true, nil
+			h.domid = uint32(n)
+		case len(f) > 0 && f[0] == handoffDisc && len(h.discs) < maxHandoffDiscs:
+			d, err := parseServedDisc(f[1:])
+			if err != nil {
+				return h, false, err
+			}
+			h.discs = append(h.discs, d)
+		case len(f) == 1 && f[0] == handoffRunning && h.domid != 0:
+			return h, true, nil
 		default:
-			return domid, false, fmt.Errorf("unexpected message %q", sc.Text())
+			return h, false, fmt.Errorf("unexpected message %q", sc.Text())
 		}
 	}
-	return domid, false, sc.Err()
+	return h, false, sc.Err()
 }
 
 // abandoned cleans up after a start that did not finish: the domain it

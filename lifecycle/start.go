@@ -23,8 +23,11 @@ import (
 // StartOptions are the choices of one start.
 type StartOptions struct {
 	// CDROM is a dom0 path of an ISO image or block device attached to
-	// an HVM as its CD-ROM for this run.
+	// an HVM as its CD-ROM for this run; with CDROMVM, a path in that VM.
 	CDROM string
+	// CDROMVM is the running VM that holds CDROM and serves it
+	// (--cdrom=VM:/path); empty for a dom0 disc.
+	CDROMVM string
 }
 
 // ErrAlreadyRunning matches the error Start returns for a VM that has a
@@ -126,6 +129,8 @@ type planned struct {
 	v    *vm.View
 	opt  StartOptions
 	lock *os.File
+	// discWait is the qrexec_timeout of the VM serving the CD-ROM.
+	discWait time.Duration
 }
 
 // release gives the run lock back when the VM will not be started.
@@ -175,6 +180,11 @@ func (m *Manager) plan(ctx context.Context, hyp Hypervisor, sys *vm.System, name
 		}
 		if err := startable(ctx, hyp, sys, v); err != nil {
 			return plan, err
+		}
+		if o.CDROMVM != "" {
+			if p.discWait, err = discServer(sys, name, o); err != nil {
+				return plan, err
+			}
 		}
 		if p.lock, err = m.lockRun(cur); err != nil {
 			return plan, err
@@ -275,6 +285,21 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 	if err != nil {
 		return 0, err
 	}
+	if opt.CDROMVM != "" {
+		disc, dd, err := m.serveDisc(ctx, opt.CDROMVM, opt.CDROM, p.discWait)
+		if err != nil {
+			return 0, err
+		}
+		// The monitor detaches the disc when the run ends (or the start
+		// fails); without one, this command does on failure.
+		if mon == nil {
+			undo.add(func() error { m.detachDisc(ctx, disc, p.discWait); return nil })
+		} else if err := mon.disc(disc); err != nil {
+			m.detachDisc(ctx, disc, p.discWait)
+			return 0, err
+		}
+		in.CDROMServed = dd
+	}
 	cfg, err := domconfig.Build(v, in)
 	if err != nil {
 		return 0, err
@@ -358,6 +383,27 @@ func startable(ctx context.Context, hyp Hypervisor, sys *vm.System, v *vm.View) 
 	return nil
 }
 
+// discServer checks the VM that holds the CD-ROM of a start of name and
+// returns its qrexec_timeout: it exists, is not the VM itself nor dom0,
+// and runs (Qubes: "the VM where the media is located must be running").
+func discServer(sys *vm.System, name string, opt StartOptions) (time.Duration, error) {
+	src := opt.CDROMVM
+	sv, err := sys.View(src)
+	if err != nil {
+		return 0, fmt.Errorf("--cdrom=%s:%s: %w", src, opt.CDROM, err)
+	}
+	switch {
+	case src == name:
+		return 0, fmt.Errorf("--cdrom=%s:%s: %s cannot boot from a disc of its own: give a disc in another VM or in dom0", src, opt.CDROM, name)
+	case sv.Class() == vm.AdminVM:
+		return 0, fmt.Errorf("--cdrom=%s:%s: a dom0 disc is given as --cdrom=dom0:PATH", src, opt.CDROM)
+	case sv.Runtime().State != vm.Running:
+		return 0, fmt.Errorf("--cdrom=%s:%s: the VM where the media is located must be running, and %s is %s: qvm-start %s first",
+			src, opt.CDROM, src, sv.Runtime().State.Lower(), src)
+	}
+	return time.Duration(sv.Int("qrexec_timeout")) * time.Second, nil
+}
+
 // unpackKernel unpacks a PV/PVH VM's kernel once (the first start of each
 // kernel pays for it); without it the domain still boots, more slowly.
 func (m *Manager) unpackKernel(ctx context.Context, v *vm.View) {
@@ -398,6 +444,9 @@ func (m *Manager) inputs(v *vm.View, opt StartOptions) domconfig.Inputs {
 		StubdomRamdisk: m.StubdomRamdisk,
 		StubdomDM:      m.StubdomDM,
 		CDROM:          opt.CDROM,
+	}
+	if opt.CDROMVM != "" {
+		in.CDROM, in.CDROMServer, in.CDROMSource = "", opt.CDROMVM, opt.CDROM
 	}
 	if !v.Class().HasOwnRoot() {
 		in.Root = filepath.Join(dir, rootSnapshot)

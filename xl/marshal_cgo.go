@@ -136,6 +136,7 @@ func newCConfig(cfg *DomainConfig) (*C.libxl_domain_config, error) {
 			bi.stubdomain_memkb = C.uint64_t(dm.StubdomainMemoryMiB * 1024)
 		}
 		bi.extra_hvm = cStringList(dm.Args)
+		bi.extra_pv = cStringList(dm.StubdomainDMArgs)
 		bi.device_model = cStr(dm.Override)
 	}
 

@@ -156,6 +156,13 @@ func expectedJSON(c *DomainConfig) obj {
 			}
 			b["extra_hvm"] = args
 		}
+		if len(dm.StubdomainDMArgs) > 0 {
+			var args []any
+			for _, a := range dm.StubdomainDMArgs {
+				args = append(args, a)
+			}
+			b["extra_pv"] = args
+		}
 		fw := "seabios"
 		if h.Firmware == OVMF {
 			fw = "ovmf"

@@ -94,7 +94,8 @@ type hvmVariant struct {
 var hvmVariants = []hvmVariant{
 	{name: "stubdom-seabios", hvm: HVMConfig{Firmware: SeaBIOS, Boot: "dc", ACPI: true, APIC: true, PAE: true, Viridian: true, VGA: VGAStd, USBTablet: true},
 		dm: DeviceModel{Stubdomain: true, StubdomainKernel: "/usr/libexec/xen/boot/qemu-stubdom-linux-kernel", StubdomainRamdisk: "/usr/libexec/xen/boot/qemu-stubdom-linux-rootfs",
-			Args: []string{"-qubes-net:client_ip=10.137.0.5,dns_0=10.139.1.1,dns_1=10.139.1.2,gw=10.138.0.1,netmask=255.255.255.255"}}},
+			Args:             []string{"-qubes-net:client_ip=10.137.0.5,dns_0=10.139.1.1,dns_1=10.139.1.2,gw=10.138.0.1,netmask=255.255.255.255"},
+			StubdomainDMArgs: []string{"-qvm-disc", "5696:3:7:0:/dev/loop0:/home/user/install cd.iso"}}},
 	{name: "stubdom-ovmf-mem", hvm: HVMConfig{Firmware: OVMF, Boot: "c", ACPI: true, APIC: true, PAE: true, Viridian: false, VGA: VGANone, Serial: "pty"},
 		dm: DeviceModel{Stubdomain: true, StubdomainKernel: "/srv/stub/vmlinuz", StubdomainRamdisk: "/srv/stub/rootfs.cpio.gz", StubdomainCmdline: "console=hvc0 quiet", StubdomainMemoryMiB: 256}},
 	{name: "dom0dm-seabios", hvm: HVMConfig{Boot: "cd", ACPI: true, APIC: true, PAE: true, VGA: VGACirrus, VideoMemMiB: 16, Keymap: "en-us", Serial: "file:/var/log/qvm/serial.log"},
@@ -173,6 +174,7 @@ func testMatrix() []namedConfig {
 							cfg.HVM = v.hvm
 							cfg.DeviceModel = v.dm
 							cfg.DeviceModel.Args = append([]string(nil), v.dm.Args...)
+							cfg.DeviceModel.StubdomainDMArgs = append([]string(nil), v.dm.StubdomainDMArgs...)
 						}
 						name := strings.Join([]string{string(t), ds.name, ns.name, ps.name, v.name}, "/")
 						out = append(out, namedConfig{name: name, cfg: cfg})

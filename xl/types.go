@@ -243,6 +243,11 @@ type DeviceModel struct {
 	// Args are extra QEMU arguments (libxl extra_hvm, xl.cfg
 	// device_model_args_hvm); a Linux stubdomain gets them too.
 	Args []string
+	// StubdomainDMArgs are extra arguments of the stubdomain's device
+	// model in dom0 (libxl extra_pv, xl.cfg device_model_args_pv), which
+	// libxl runs for the stubdomain's consoles (qvm-stubdom-dm): what the
+	// stubdomain itself must not see or change.
+	StubdomainDMArgs []string
 	// Override is the path of the QEMU binary in dom0 (xl.cfg
 	// device_model_override); empty leaves libxl's default.
 	Override string

@@ -94,6 +94,9 @@ func XLConfig(cfg *DomainConfig) string {
 		if len(dm.Args) > 0 {
 			w("device_model_args_hvm", xlList(dm.Args))
 		}
+		if len(dm.StubdomainDMArgs) > 0 {
+			w("device_model_args_pv", xlList(dm.StubdomainDMArgs))
+		}
 	}
 
 	if len(cfg.Disks) > 0 {

@@ -165,6 +165,7 @@ func TestXLConfigLibxlutil(t *testing.T) {
 			}
 			if c.Type == HVM {
 				wantList("device_model_args_hvm", c.DeviceModel.Args)
+				wantList("device_model_args_pv", c.DeviceModel.StubdomainDMArgs)
 				var usb []string
 				if c.HVM.USBTablet {
 					usb = []string{"tablet"}

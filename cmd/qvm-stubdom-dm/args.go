@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/qvm-project/qvm/blkback"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +23,13 @@ type invocation struct {
 	QMPFD   int
 	// Name is the stubdomain's name (-name), for logs.
 	Name string
+	// Discs are the discs other VMs serve the stubdomain (-qvm-disc,
+	// from qvm through libxl's extra_pv: see blkback.DriverDisc).
+	Discs []blkback.DriverDisc
 }
+
+// discFlag is qvm's own argument: a disc a driver domain serves.
+const discFlag = "-qvm-disc"
 
 // qmpChardev is the id of the chardev libxl's QMP client uses.
 const qmpChardev = "libxl-cmd"
@@ -49,6 +57,16 @@ func parseArgs(args []string) (invocation, error) {
 				return inv, fmt.Errorf("-xen-domid %q: not a domain ID of a stubdomain (1-%d)", v, maxDomid-1)
 			}
 			inv.Domid, domid = uint32(n), true
+		case discFlag:
+			v, err := next()
+			if err != nil {
+				return inv, err
+			}
+			d, err := blkback.ParseDriverDisc(v)
+			if err != nil {
+				return inv, fmt.Errorf("%s: %w", discFlag, err)
+			}
+			inv.Discs = append(inv.Discs, d)
 		case "-name":
 			v, err := next()
 			if err != nil {

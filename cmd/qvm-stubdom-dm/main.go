@@ -13,7 +13,9 @@
 //
 // It first moves the stubdomain's qdisk discs to blkback (each image on
 // a read-only loop device: blkback.MoveQdisk), as qvm serves every other
-// disk. It connects the consoles with package consback, writes what console 0
+// disk, and serves each disc that a VM holds (qvm-start --cdrom=VM:/path;
+// qvm names them with -qvm-disc) from that VM's blkback
+// (blkback.ServeDriverDisc). It connects the consoles with package consback, writes what console 0
 // prints to its log file (bounded in size, control characters
 // replaced), discards the others, answers libxl's few QMP questions as a
 // QEMU with no devices would, and reports itself running in xenstore as
@@ -123,6 +125,12 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 	}()
 	for _, d := range discs {
 		log.Info("disc served by blkback", "device", d.Path)
+	}
+	for _, d := range inv.Discs {
+		if err := blkback.ServeDriverDisc(ctx, xs, inv.Domid, d); err != nil {
+			return err
+		}
+		log.Info("disc served by a VM's blkback", "vdev", d.Vdev, "backend", d.Backend, "device", d.Dev, "source", termtext.Line(d.Source))
 	}
 	l, err := listenQMP(inv)
 	if err != nil {

@@ -31,7 +31,15 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || inv.QMPFD != 5 || inv.QMPPath != "" {
 		t.Errorf("fd form: %+v %v", inv, err)
 	}
+	// qvm's discs come last, as libxl appends extra_pv.
+	disc := "xvdd:3:7:0:/dev/loop0:/home/user/installcd.iso"
+	inv, err = parseArgs(append(append([]string(nil), libxlArgs...), discFlag, disc))
+	if err != nil || len(inv.Discs) != 1 || inv.Discs[0].String() != disc || inv.Discs[0].Backend != 3 {
+		t.Errorf("with %s %s: %+v %v", discFlag, disc, inv, err)
+	}
 	for _, bad := range [][]string{
+		append(append([]string(nil), libxlArgs...), discFlag),
+		append(append([]string(nil), libxlArgs...), discFlag, "xvdd:3:7:0:/dev/sda:/x"),
 		nil,
 		{"-xen-domid"},
 		{"-xen-domid", "0", "-chardev", "socket,id=libxl-cmd,path=/x"},
