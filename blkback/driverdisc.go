@@ -55,7 +55,7 @@ func ParseDriverDisc(s string) (DriverDisc, error) {
 		return bad("not six fields")
 	}
 	d := DriverDisc{Vdev: f[0], Dev: f[4], Source: f[5]}
-	if XvdNumber(d.Vdev) < 0 {
+	if VdevNumber(d.Vdev) < 0 {
 		return bad("not an xvd device name")
 	}
 	nums := []*uint32{&d.Backend, &d.Major, &d.Minor}
@@ -92,20 +92,11 @@ func IsLoopName(s string) bool {
 	return true
 }
 
-// XvdNumber is the Xen device number of xvdX (X in a-p), or -1.
-func XvdNumber(vdev string) int {
-	l, ok := strings.CutPrefix(vdev, "xvd")
-	if !ok || len(l) != 1 || l[0] < 'a' || l[0] > 'p' {
-		return -1
-	}
-	return 202<<8 | int(l[0]-'a')<<4
-}
-
 // DriverDiscPaths are the xenstore directories of the disc of stubdomain
 // stub served by d.Backend: the qdisk backend libxl wrote, the vbd
 // backend that replaces it, the stubdomain's frontend, and libxl's record.
 func DriverDiscPaths(stub uint32, d DriverDisc) (qdisk string, p Paths) {
-	n := XvdNumber(d.Vdev)
+	n := VdevNumber(d.Vdev)
 	return fmt.Sprintf("/local/domain/%d/backend/qdisk/%d/%d", d.Backend, stub, n), Paths{
 		Frontend: fmt.Sprintf("/local/domain/%d/device/vbd/%d", stub, n),
 		Backend:  fmt.Sprintf("/local/domain/%d/backend/vbd/%d/%d", d.Backend, stub, n),
@@ -127,7 +118,7 @@ const SourceKey = "qvm-source"
 // stubdomain is paused. libxl removes the vbd when it destroys the
 // stubdomain, from its record.
 func ServeDriverDisc(ctx context.Context, xs *xenstore.Client, stub uint32, d DriverDisc) error {
-	if XvdNumber(d.Vdev) < 0 || d.Backend == 0 || !IsLoopName(d.Dev) {
+	if VdevNumber(d.Vdev) < 0 || d.Backend == 0 || !IsLoopName(d.Dev) {
 		return fmt.Errorf("%w: %v", ErrBadDriverDisc, d)
 	}
 	qdisk, p := DriverDiscPaths(stub, d)
@@ -142,22 +133,10 @@ func ServeDriverDisc(ctx context.Context, xs *xenstore.Client, stub uint32, d Dr
 		if err := tx.Rm(ctx, qdisk); err != nil && !errors.Is(err, syscall.ENOENT) {
 			return err
 		}
-		if _, err := tx.Read(ctx, p.Backend); err == nil {
-			return fmt.Errorf("domain %d already has a block device %s (%s)", stub, d.Vdev, p.Backend)
-		}
-		if err := tx.Mkdir(ctx, p.Backend); err != nil {
-			return err
-		}
 		// The serving VM owns its backend directory (its blkback writes
 		// its state there); the stubdomain reads it.
-		if err := tx.SetPerms(ctx, p.Backend, xenstore.Perms{{Domid: d.Backend, Access: xenstore.AccessNone}, {Domid: stub, Access: xenstore.AccessRead}}); err != nil {
+		if err := writeVbd(ctx, tx, d.Backend, stub, p, d.Vdev, d.Dev, fmt.Sprintf("%x:%x", d.Major, d.Minor)); err != nil {
 			return err
-		}
-		w := vbdKeys(stub, p.Frontend, d.Vdev, d.Dev, fmt.Sprintf("%x:%x", d.Major, d.Minor))
-		for k, v := range w {
-			if err := tx.WriteString(ctx, p.Backend+"/"+k, v); err != nil {
-				return err
-			}
 		}
 		for k, v := range map[string]string{
 			p.Frontend + "/backend": p.Backend, p.Frontend + "/backend-id": strconv.FormatUint(uint64(d.Backend), 10),

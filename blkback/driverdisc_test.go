@@ -29,6 +29,14 @@ func TestParseDriverDisc(t *testing.T) {
 	}
 }
 
+func TestVdevNumber(t *testing.T) {
+	for v, want := range map[string]int{"xvda": 51712, "xvdd": 51760, "xvde": 51776, "xvdp": 51952, "xvdq": 1<<28 | 16<<8, "xvdz": 1<<28 | 25<<8, "hda": -1, "xvdaa": -1, "xvdA": -1} {
+		if got := VdevNumber(v); got != want {
+			t.Errorf("VdevNumber(%q) = %d, want %d", v, got, want)
+		}
+	}
+}
+
 func TestIsLoopName(t *testing.T) {
 	for s, want := range map[string]bool{
 		"/dev/loop0": true, "/dev/loop7": true, "/dev/loop123456": true,
@@ -49,7 +57,7 @@ func FuzzParseDriverDisc(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !IsLoopName(d.Dev) || d.Backend == 0 || XvdNumber(d.Vdev) < 0 {
+		if !IsLoopName(d.Dev) || d.Backend == 0 || VdevNumber(d.Vdev) < 0 {
 			t.Fatalf("ParseDriverDisc(%q) took %+v", s, d)
 		}
 		if again, err := ParseDriverDisc(d.String()); err != nil || again != d {

@@ -53,20 +53,8 @@ func WriteReadOnly(ctx context.Context, tx *xenstore.Transaction, domid uint32, 
 		return fmt.Errorf("%s is not a block device", dev)
 	}
 	p := VbdPaths(domid, devid)
-	if _, err := tx.Read(ctx, p.Backend); err == nil {
-		return fmt.Errorf("domain %d already has a block device %s (%s)", domid, vdev, p.Backend)
-	}
-	w := vbdKeys(domid, p.Frontend, vdev, dev, fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
-	if err := tx.Mkdir(ctx, p.Backend); err != nil {
+	if err := writeVbd(ctx, tx, 0, domid, p, vdev, dev, fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev))); err != nil {
 		return err
-	}
-	if err := tx.SetPerms(ctx, p.Backend, xenstore.Perms{{Domid: 0, Access: xenstore.AccessNone}, {Domid: domid, Access: xenstore.AccessRead}}); err != nil {
-		return err
-	}
-	for k, v := range w {
-		if err := tx.WriteString(ctx, p.Backend+"/"+k, v); err != nil {
-			return err
-		}
 	}
 	if err := tx.WriteString(ctx, p.Record+"/frontend", p.Frontend); err != nil {
 		return err
@@ -74,16 +62,46 @@ func WriteReadOnly(ctx context.Context, tx *xenstore.Transaction, domid uint32, 
 	return tx.WriteString(ctx, p.Record+"/backend", p.Backend)
 }
 
-// vbdKeys are the keys of the backend directory of a read-only "phy"
-// disk of domain domid, as libxl writes them, with the device's path dev
-// and its number node ("MAJOR:MINOR" in hex, what blkback opens).
-func vbdKeys(domid uint32, frontend, vdev, dev, node string) map[string]string {
-	return map[string]string{
-		"frontend": frontend, "frontend-id": strconv.FormatUint(uint64(domid), 10), "online": "1",
+// writeVbd writes, in tx, backend directory p.Backend of a read-only
+// "phy" disk of domain domid with the keys libxl writes: the device's
+// path dev and its number node ("MAJOR:MINOR" in hex, what blkback
+// opens). The directory belongs to the backend domain owner and is
+// readable by domid. A backend that exists is refused.
+func writeVbd(ctx context.Context, tx *xenstore.Transaction, owner, domid uint32, p Paths, vdev, dev, node string) error {
+	if _, err := tx.Read(ctx, p.Backend); err == nil {
+		return fmt.Errorf("domain %d already has a block device %s (%s)", domid, vdev, p.Backend)
+	}
+	if err := tx.Mkdir(ctx, p.Backend); err != nil {
+		return err
+	}
+	if err := tx.SetPerms(ctx, p.Backend, xenstore.Perms{{Domid: owner, Access: xenstore.AccessNone}, {Domid: domid, Access: xenstore.AccessRead}}); err != nil {
+		return err
+	}
+	for k, v := range map[string]string{
+		"frontend": p.Frontend, "frontend-id": strconv.FormatUint(uint64(domid), 10), "online": "1",
 		"removable": "0", "bootable": "1", "state": stateInitialising, "dev": vdev, "type": "phy",
 		"mode": "r", "device-type": "disk", "discard-enable": "0", "specification": "xen",
 		"params": dev, "physical-device-path": dev, "physical-device": node,
+	} {
+		if err := tx.WriteString(ctx, p.Backend+"/"+k, v); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// VdevNumber is the xenstore device number of an xvd* name with one
+// letter (xvda is 51712), as libxl numbers them, or -1.
+func VdevNumber(vdev string) int {
+	if len(vdev) != 4 || !strings.HasPrefix(vdev, "xvd") || vdev[3] < 'a' || vdev[3] > 'z' {
+		return -1
+	}
+	disk := int(vdev[3] - 'a')
+	if disk < 16 {
+		return 202<<8 | disk<<4
+	}
+	// Disks past xvdp only have the extended form.
+	return 1<<28 | disk<<8
 }
 
 // maxQdisks bounds the qdisk devices MoveQdisk looks at.

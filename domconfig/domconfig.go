@@ -151,24 +151,21 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 			cfg.Disks = append(cfg.Disks, xl.Disk{Target: mods, Vdev: ModulesVdev})
 		}
 	}
-	if in.CDROM != "" {
+	if in.CDROM != "" || in.CDROMServer != "" {
 		if mode != vm.HVM {
 			return nil, fmt.Errorf("VM %s: a CD-ROM needs virt_mode hvm (it is %s): qvm-prefs %s virt_mode hvm", v.Name(), mode, v.Name())
 		}
-		cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.CDROM, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk})
-	}
-	if in.CDROMServer != "" {
-		if mode != vm.HVM {
-			return nil, fmt.Errorf("VM %s: a CD-ROM needs virt_mode hvm (it is %s): qvm-prefs %s virt_mode hvm", v.Name(), mode, v.Name())
+		disk := xl.Disk{Target: in.CDROM, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk}
+		if in.CDROMServer != "" {
+			// libxl takes only qdisk for an HVM's CD-ROM; the stubdomain's
+			// device model turns the stubdomain's copy into a vbd served by
+			// the VM's blkback (blkback.ServeDriverDisc).
+			disk.Target, disk.BackendDomain = in.CDROMSource, in.CDROMServer
+			if in.CDROMServed != nil {
+				disk.Target = in.CDROMServed.Dev
+			}
 		}
-		// libxl takes only qdisk for an HVM's CD-ROM; the stubdomain's
-		// device model turns the stubdomain's copy into a vbd served by
-		// the VM's blkback (blkback.ServeDriverDisc).
-		target := in.CDROMSource
-		if in.CDROMServed != nil {
-			target = in.CDROMServed.Dev
-		}
-		cfg.Disks = append(cfg.Disks, xl.Disk{Target: target, Vdev: CDROMVdev, CDROM: true, Backend: xl.BackendQdisk, BackendDomain: in.CDROMServer})
+		cfg.Disks = append(cfg.Disks, disk)
 	}
 
 	if n := v.NetVM(); n != nil {

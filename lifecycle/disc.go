@@ -110,17 +110,20 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 
 // serveDisc asks running VM vm to put file on a loop device for an HVM's
 // CD-ROM and returns the disc for the stubdomain. wait is the VM's
-// qrexec_timeout. On error no loop device the VM named is left attached.
-func (m *Manager) serveDisc(ctx context.Context, vm, file string, wait time.Duration) (servedDisc, *blkback.DriverDisc, error) {
-	fail := func(err error) (servedDisc, *blkback.DriverDisc, error) {
-		return servedDisc{}, nil, fmt.Errorf("--cdrom=%s:%s: %w: %w", vm, file, ErrDiscSetup, err)
+// qrexec_timeout; the command gets discRunLimit more to finish. On error
+// no loop device the VM named is left attached.
+func (m *Manager) serveDisc(ctx context.Context, vm, file string, wait time.Duration) (*blkback.DriverDisc, error) {
+	fail := func(err error) (*blkback.DriverDisc, error) {
+		return nil, fmt.Errorf("--cdrom=%s:%s: %w: %w", vm, file, ErrDiscSetup, err)
 	}
 	domid, err := m.domainByName(ctx, vm)
 	if err != nil {
 		return fail(fmt.Errorf("the VM where the media is located must be running: %w", err))
 	}
 	out, errOut := &boundedBuffer{max: maxDiscAnswer}, &boundedBuffer{max: maxDiscError}
-	code, err := m.Exec(ctx, vm, "root:"+loopScript(file), wait, nil, out, errOut)
+	rctx, cancel := context.WithTimeout(ctx, wait+discRunLimit)
+	code, err := m.Exec(rctx, vm, "root:"+loopScript(file), wait, nil, out, errOut)
+	cancel()
 	if err != nil {
 		return fail(err)
 	}
@@ -141,8 +144,7 @@ func (m *Manager) serveDisc(ctx context.Context, vm, file string, wait time.Dura
 		}
 		return fail(err)
 	}
-	sd := servedDisc{VM: vm, Domid: domid, Dev: dev}
-	return sd, &blkback.DriverDisc{Vdev: domconfig.CDROMVdev, Backend: domid, Major: major, Minor: minor, Dev: dev, Source: file}, nil
+	return &blkback.DriverDisc{Vdev: domconfig.CDROMVdev, Backend: domid, Major: major, Minor: minor, Dev: dev, Source: file}, nil
 }
 
 // detachDisc asks the VM to detach the loop device it made for a run,
@@ -151,7 +153,8 @@ func (m *Manager) serveDisc(ctx context.Context, vm, file string, wait time.Dura
 // use (by blkback) once it is let go. Failures are logged: the run is
 // over either way.
 func (m *Manager) detachDisc(ctx context.Context, d servedDisc, wait time.Duration) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait+discRunLimit)
+	defer cancel()
 	if id, err := m.domainByName(ctx, d.VM); err != nil || id != d.Domid {
 		m.log().Info("the VM that served the disc is gone", "vm", d.VM, "device", d.Dev)
 		return
@@ -167,6 +170,11 @@ func (m *Manager) detachDisc(ctx context.Context, d servedDisc, wait time.Durati
 		m.log().Info("disc's loop device detached", "vm", d.VM, "device", d.Dev)
 	}
 }
+
+// discRunLimit bounds how long a disc's command in the VM may run once
+// its agent connected: a VM that never answers cannot hold a start or a
+// monitor.
+const discRunLimit = time.Minute
 
 // discDetachWait bounds the monitor's wait for the VM's agent when it
 // detaches a disc.

@@ -286,10 +286,11 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 		return 0, err
 	}
 	if opt.CDROMVM != "" {
-		disc, dd, err := m.serveDisc(ctx, opt.CDROMVM, opt.CDROM, p.discWait)
+		dd, err := m.serveDisc(ctx, opt.CDROMVM, opt.CDROM, p.discWait)
 		if err != nil {
 			return 0, err
 		}
+		disc := servedDisc{VM: opt.CDROMVM, Domid: dd.Backend, Dev: dd.Dev}
 		// The monitor detaches the disc when the run ends (or the start
 		// fails); without one, this command does on failure.
 		if mon == nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/qemu"
 	"github.com/qvm-project/qvm/xenstore"
 	"github.com/qvm-project/qvm/xenstore/xenstoretest"
@@ -150,7 +151,7 @@ type recordDisks struct {
 
 func (r *recordDisks) Attach(ctx context.Context, domid uint32, vdev, image string) error {
 	r.attached = append(r.attached, vdev+"="+image)
-	p := fmt.Sprintf("/local/domain/%d/device/vbd/%d/state", domid, VdevNumber(vdev))
+	p := fmt.Sprintf("/local/domain/%d/device/vbd/%d/state", domid, blkback.VdevNumber(vdev))
 	return r.xs.WriteString(ctx, p, stateConnected)
 }
 
@@ -169,7 +170,7 @@ func TestBackendFromLibxlRecord(t *testing.T) {
 	defer cancel()
 	dom0 := d.Client()
 	const guest, stub, dom0QEMUGuest, other = 5, 6, 7, 9
-	xvdd, xvde := VdevNumber("xvdd"), VdevNumber("xvde")
+	xvdd, xvde := blkback.VdevNumber("xvdd"), blkback.VdevNumber("xvde")
 	for _, dom := range []uint32{guest, stub, dom0QEMUGuest, other} {
 		addDomain(t, ctx, dom0, dom)
 	}

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/qemu"
 	"github.com/qvm-project/qvm/termtext"
@@ -114,27 +115,13 @@ func drive(ctx context.Context, m *qemu.Monitor, domid uint32) (qemu.Drive, erro
 	if len(ds) == 1 {
 		return ds[0], nil
 	}
-	want := "ide-" + strconv.Itoa(VdevNumber(domconfig.CDROMVdev))
+	want := "ide-" + strconv.Itoa(blkback.VdevNumber(domconfig.CDROMVdev))
 	for _, d := range ds {
 		if d.ID == want {
 			return d, nil
 		}
 	}
 	return qemu.Drive{}, fmt.Errorf("domain %d: %w (it was started without a disc: start it with qvm-start --cdrom=dom0:PATH to have one)", domid, ErrNoDrive)
-}
-
-// VdevNumber is the xenstore device number of an xvd* name with one
-// letter (xvda is 51712), as libxl numbers them.
-func VdevNumber(vdev string) int {
-	if len(vdev) != 4 || !strings.HasPrefix(vdev, "xvd") || vdev[3] < 'a' || vdev[3] > 'z' {
-		return -1
-	}
-	disk := int(vdev[3] - 'a')
-	if disk < 16 {
-		return 202<<8 | disk<<4
-	}
-	// Disks past xvdp only have the extended form.
-	return 1<<28 | disk<<8
 }
 
 // Status reports the CD-ROM drive of running domain domid.
@@ -180,7 +167,7 @@ func (c *Changer) stubdomImage(ctx context.Context, stubdom uint32, file string)
 // backendImage returns the image behind domain domid's block device vdev,
 // from its backend's params ("format:path" for qdisk).
 func (c *Changer) backendImage(ctx context.Context, domid uint32, vdev string) (string, error) {
-	n := VdevNumber(vdev)
+	n := blkback.VdevNumber(vdev)
 	if n < 0 {
 		return "", fmt.Errorf("block device %q of domain %d: not an xvd name qvm uses", vdev, domid)
 	}
@@ -361,7 +348,7 @@ func (c *Changer) freeVdev(ctx context.Context, stubdom uint32) (string, error) 
 	}
 	for l := 'e'; l <= 'z'; l++ {
 		v := "xvd" + string(l)
-		if !used[strconv.Itoa(VdevNumber(v))] {
+		if !used[strconv.Itoa(blkback.VdevNumber(v))] {
 			return v, nil
 		}
 	}
@@ -371,7 +358,7 @@ func (c *Changer) freeVdev(ctx context.Context, stubdom uint32) (string, error) 
 // waitConnected waits until the stubdomain's block device vdev is
 // connected (its frontend state is 4), so the device node exists there.
 func (c *Changer) waitConnected(ctx context.Context, stubdom uint32, vdev string) error {
-	p := fmt.Sprintf("/local/domain/%d/device/vbd/%d/state", stubdom, VdevNumber(vdev))
+	p := fmt.Sprintf("/local/domain/%d/device/vbd/%d/state", stubdom, blkback.VdevNumber(vdev))
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {

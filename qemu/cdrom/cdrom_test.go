@@ -13,17 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/internal/testenv"
 	"github.com/qvm-project/qvm/xenstore/xenstoretest"
 )
-
-func TestVdevNumber(t *testing.T) {
-	for v, want := range map[string]int{"xvda": 51712, "xvdd": 51760, "xvde": 51776, "xvdp": 51952, "xvdq": 1<<28 | 16<<8, "xvdz": 1<<28 | 25<<8, "hda": -1, "xvdaa": -1, "xvdA": -1} {
-		if got := VdevNumber(v); got != want {
-			t.Errorf("VdevNumber(%q) = %d, want %d", v, got, want)
-		}
-	}
-}
 
 func TestParamsPath(t *testing.T) {
 	for in, want := range map[string]string{
@@ -56,7 +49,7 @@ func TestXenstoreDisks(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fe, be, lp := vbdPaths(6, VdevNumber("xvde"))
+	fe, be, lp := vbdPaths(6, blkback.VdevNumber("xvde"))
 
 	// The backend opens the loop device (as blkback does, which keeps
 	// the autoclear device alive), then the stubdomain's frontend
@@ -166,7 +159,7 @@ func TestXenstoreDisksNoFrontend(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not connect") {
 		t.Fatalf("got %v", err)
 	}
-	fe, be, lp := vbdPaths(9, VdevNumber("xvdf"))
+	fe, be, lp := vbdPaths(9, blkback.VdevNumber("xvdf"))
 	for _, p := range []string{fe, be, lp} {
 		if _, err := d.Client().Read(ctx, p); !errors.Is(err, syscall.ENOENT) {
 			t.Errorf("%s left behind: %v", p, err)

@@ -45,7 +45,7 @@ func vbdPaths(domid uint32, devid int) (fe, be, lp string) {
 // Attach serves image read-only to domain domid as block device vdev and
 // waits until the domain's frontend has connected.
 func (x XenstoreDisks) Attach(ctx context.Context, domid uint32, vdev, image string) error {
-	devid := VdevNumber(vdev)
+	devid := blkback.VdevNumber(vdev)
 	if devid < 0 {
 		return fmt.Errorf("block device name %q: want xvd and one letter", vdev)
 	}
@@ -94,7 +94,7 @@ func (x XenstoreDisks) Attach(ctx context.Context, domid uint32, vdev, image str
 // Detach asks the backend to close domain domid's block device vdev, waits
 // for it (bounded), and removes its entries.
 func (x XenstoreDisks) Detach(ctx context.Context, domid uint32, vdev string) error {
-	devid := VdevNumber(vdev)
+	devid := blkback.VdevNumber(vdev)
 	if devid < 0 {
 		return fmt.Errorf("block device name %q: want xvd and one letter", vdev)
 	}
