@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,7 +75,9 @@ func stubdomParts(t *testing.T, p xenvm.Parts) (extra []string, files map[string
 //     lines in its log prove it) and its disc is on blkback;
 //   - a guest powering off leaves no domain, no stubdomain, no device
 //     model or relay process and nothing in xenstore;
-//   - the dom0-QEMU debug mode warns that it is less isolated.
+//   - the dom0-QEMU debug mode warns that it is less isolated;
+//   - qvm-start --cdrom=VM:/path boots it from a disc in another VM,
+//     served by that VM's blkback (cdromFromVM).
 func TestStubdomHVM(t *testing.T) {
 	if xenvm.Inside() {
 		stubdomInside(t)
@@ -82,6 +85,7 @@ func TestStubdomHVM(t *testing.T) {
 	}
 	p := bedParts(t)
 	extra, files := stubdomParts(t, p)
+	maps.Copy(files, p.GuestFiles())
 	xenvm.RunTest(context.Background(), t, xenvm.Config{
 		Parts:        p,
 		ExtraInitrds: extra,
@@ -121,7 +125,7 @@ func stubdomInside(t *testing.T) {
 	q.ok("qvm-remove", "-f", "dbg")
 
 	start := time.Now()
-	startHVM(t, q, "inst", boot)
+	startHVM(t, q, "inst", "dom0:"+boot)
 	t.Logf("qvm-start inst: %.1f s", time.Since(start).Seconds())
 	instID := strings.TrimSpace(q.ok("xl", "domid", "inst"))
 	instDM := strings.TrimSpace(q.ok("xl", "domid", "inst-dm"))
@@ -164,7 +168,7 @@ func stubdomInside(t *testing.T) {
 	// 30 s (LIBXL_STUBDOM_START_TIMEOUT, fixed) from its unpause to its
 	// QEMU running, and a stubdomain booting beside a guest that boots too,
 	// on a 2-core machine with another process busy, took longer.
-	startHVM(t, q, "alone", off)
+	startHVM(t, q, "alone", "dom0:"+off)
 	aloneID := strings.TrimSpace(q.ok("xl", "domid", "alone"))
 	aloneDM := strings.TrimSpace(q.ok("xl", "domid", "alone-dm"))
 
@@ -201,13 +205,124 @@ func stubdomInside(t *testing.T) {
 	waitHalted(t, q, "inst")
 	requireHVMClean(t, "inst", instID, instDM)
 	requireOnlyDom0(t)
+
+	cdromFromVM(t, q, boot)
 }
 
-// startHVM starts vm from the disc iso, and on failure shows what its
-// stubdomain logged.
-func startHVM(t *testing.T, q *qvm, vm, iso string) {
+// cdromFromVM checks qvm-start --cdrom=VM:/path, the seeds' install from
+// an ISO in another VM: with the source halted, and with the file missing
+// in it, the start is refused and nothing is left; with the file there,
+// the HVM boots from it through its stubdomain, served by the source VM's
+// own blkback from a read-only loop device (no qdisk, nothing in dom0's
+// backends), gets its DHCP lease, and qvm-block lists the disc as the
+// VM's; once the HVM is killed its monitor has the loop device detached
+// in the source VM, and nothing of the disc is left in xenstore.
+func cdromFromVM(t *testing.T, q *qvm, boot string) {
+	installKernel(t)
+	q.ok("qvm-create", "--class", "TemplateVM", "debian-12", "-l", "black")
+	q.ok("qvm-prefs", "debian-12", "kernelopts", "quiet qvm.qrexec=1 qvm.after=wait")
+	q.ok("qvm-prefs", "debian-12", "vcpus", "1")
+	q.ok("qvm-create", "--template", "debian-12", "--label", "orange", "--prop", "netvm=", "--prop", "virt_mode=pv", "--prop", "memory=256", "src")
+	q.ok("qvm-prefs", "src", "qrexec_timeout", "300")
+	const disc = "/home/user/installcd.iso"
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(consoleLog("src"))
+			t.Logf("src's console:\n%s", xenvm.Tail(b, 60))
+			b, _ = os.ReadFile(filepath.Join(stateDir(), "log", "inst.log"))
+			t.Logf("inst's monitor log:\n%s", xenvm.Tail(b, 40))
+		}
+	})
+
+	if out, err := q.run("qvm-start", "--cdrom=src:"+disc, "inst"); err == nil || !strings.Contains(out, "the VM where the media is located must be running, and src is halted: qvm-start src first") {
+		t.Errorf("start from a halted VM's disc: %v\n%s", err, out)
+	}
+	requireOnlyDom0(t)
+
+	// The ISO goes into the source VM the way a user's file would.
+	iso, err := os.ReadFile(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.ok("qvm-start", "src")
+	if _, errOut, code := q.runWithInput(iso, "qvm-run", "--pass-io", "src", "cat > "+disc); code != 0 {
+		t.Fatalf("copying the ISO into src: exit %d: %s", code, errOut)
+	}
+	loops := func() string {
+		out, _, code := q.runWithInput(nil, "qvm-run", "-u", "root", "-p", "src", "cat /sys/block/loop*/loop/backing_file 2>/dev/null; true")
+		if code != 0 {
+			t.Fatalf("listing src's loop devices: exit %d", code)
+		}
+		return out
+	}
+	srcID := strings.TrimSpace(q.ok("xl", "domid", "src"))
+
+	if out, err := q.run("qvm-start", "--cdrom=src:/home/user/nope.iso", "inst"); err == nil || !strings.Contains(out, "/home/user/nope.iso: no such file") {
+		t.Errorf("start from a missing file in src: %v\n%s", err, out)
+	}
+	if exec.Command("xl", "domid", "inst").Run() == nil || exec.Command("xl", "domid", "inst-dm").Run() == nil {
+		t.Errorf("a refused start left inst's domains")
+	}
+	if got := loops(); got != "" {
+		t.Errorf("a refused start left loop devices in src: %q", got)
+	}
+
+	start := time.Now()
+	startHVM(t, q, "inst", "src:"+disc)
+	t.Logf("qvm-start --cdrom=src:%s inst: %.1f s", disc, time.Since(start).Seconds())
+	instID := strings.TrimSpace(q.ok("xl", "domid", "inst"))
+	instDM := strings.TrimSpace(q.ok("xl", "domid", "inst-dm"))
+	if got := loops(); got != disc+"\n" {
+		t.Errorf("src's loop devices while inst runs: %q, want %s", got, disc)
+	}
+	ip, gw := q.pref("inst", "visible_ip"), q.pref("inst", "visible_gateway")
+	want := fmt.Sprintf("dhcp ip=%s subnet=%s router=%s dns=%s", ip, q.pref("inst", "visible_netmask"), gw, strings.Join(strings.Fields(q.pref("inst", "dns")), " "))
+	if got := guestLine(t, instID, "dhcp "); got != want {
+		t.Errorf("inst's guest, booted from src's disc: %q, want %q", got, want)
+	}
+	if got := guestLine(t, instID, "cdrom "); got != "cdrom "+bootLabel {
+		t.Errorf("inst's guest reads %q from src's disc, want cdrom %s", got, bootLabel)
+	}
+	if out := q.ok("qvm-block", "ls"); !regexp.MustCompile(`(?m)^src:` + regexp.QuoteMeta(disc) + `\s+cdrom, read-only, a loop device of its VM \(stubdomain\)\s+inst \((?:attached: devtype=cdrom, read-only=yes, frontend-dev=)?xvdd\)$`).MatchString(out) {
+		t.Errorf("qvm-block ls does not show src:%s in inst:\n%s", disc, out)
+	}
+	// The disc is src's vbd, connected; no qdisk is left for it, and dom0
+	// serves the stubdomain no disc.
+	ctx := context.Background()
+	xs, err := xenstore.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.Close()
+	served := "/local/domain/" + srcID + "/backend/vbd/" + instDM + "/51760"
+	if st, err := xs.ReadString(ctx, served+"/state"); err != nil || st != "4" {
+		t.Errorf("%s/state: %q, %v; want 4 (connected)", served, st, err)
+	}
+	for _, p := range []string{"/local/domain/" + srcID + "/backend/qdisk/" + instDM, "/local/domain/0/backend/qdisk/" + instDM + "/51760", "/local/domain/0/backend/vbd/" + instDM + "/51760"} {
+		if names, err := xs.Directory(ctx, p); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("xenstore has %s: %v %v", p, names, err)
+		}
+	}
+
+	q.ok("qvm-kill", "inst")
+	waitHalted(t, q, "inst")
+	if err := waitFor(2*time.Minute, func() bool { return loops() == "" }); err != nil {
+		t.Errorf("src still has a loop device for inst's disc after inst stopped: %q", loops())
+	}
+	requireHVMClean(t, "inst", instID, instDM)
+	if names, err := xs.Directory(ctx, "/local/domain/"+srcID+"/backend/vbd/"+instDM); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("src still has a backend for inst's stubdomain: %v %v", names, err)
+	}
+	q.ok("qvm-kill", "src")
+	waitHalted(t, q, "src")
+	requireOnlyDom0(t)
+}
+
+// startHVM starts vm from disc (dom0:PATH or VM:PATH), and on failure
+// shows what its stubdomain logged.
+func startHVM(t *testing.T, q *qvm, vm, disc string) {
 	t.Helper()
-	if out, err := q.run("qvm-start", "--cdrom=dom0:"+iso, vm); err != nil {
+	if out, err := q.run("qvm-start", "--cdrom="+disc, vm); err != nil {
 		b, _ := os.ReadFile("/var/log/xen/qemu-dm-" + vm + ".log")
 		dm, _ := os.ReadFile("/var/log/xen/qemu-dm-" + vm + "-dm.log")
 		d, _ := exec.Command("xl", "dmesg").Output()

@@ -733,3 +733,26 @@ func TestStopWaitsForMonitor(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscSourceChecks: a start from a disc in a VM (--cdrom=VM:/path)
+// is refused, before any domain is made, for a source that does not
+// exist, is the VM itself, is dom0 or is halted; each error says what to
+// do.
+func TestDiscSourceChecks(t *testing.T) {
+	m, f := setup(t)
+	ctx := context.Background()
+	for _, c := range []struct{ src, want string }{
+		{"nosuch", "nosuch"},
+		{"win", "cannot boot from a disc of its own"},
+		{"dom0", "--cdrom=dom0:PATH"},
+		{"direct", "the VM where the media is located must be running, and direct is halted: qvm-start direct first"},
+	} {
+		_, err := m.Start(ctx, "win", StartOptions{CDROM: "/home/user/installcd.iso", CDROMVM: c.src})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("source %s: %v, want %q", c.src, err, c.want)
+		}
+		if len(f.created) != 0 {
+			t.Fatalf("source %s: created %d domains", c.src, len(f.created))
+		}
+	}
+}

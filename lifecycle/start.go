@@ -388,21 +388,32 @@ func startable(ctx context.Context, hyp Hypervisor, sys *vm.System, v *vm.View) 
 // returns its qrexec_timeout: it exists, is not the VM itself nor dom0,
 // and runs (Qubes: "the VM where the media is located must be running").
 func discServer(sys *vm.System, name string, opt StartOptions) (time.Duration, error) {
-	src := opt.CDROMVM
-	sv, err := sys.View(src)
+	sv, err := discSource(sys, name, opt)
 	if err != nil {
-		return 0, fmt.Errorf("--cdrom=%s:%s: %w", src, opt.CDROM, err)
+		return 0, err
 	}
-	switch {
-	case src == name:
-		return 0, fmt.Errorf("--cdrom=%s:%s: %s cannot boot from a disc of its own: give a disc in another VM or in dom0", src, opt.CDROM, name)
-	case sv.Class() == vm.AdminVM:
-		return 0, fmt.Errorf("--cdrom=%s:%s: a dom0 disc is given as --cdrom=dom0:PATH", src, opt.CDROM)
+	switch src := opt.CDROMVM; {
 	case sv.Runtime().State != vm.Running:
 		return 0, fmt.Errorf("--cdrom=%s:%s: the VM where the media is located must be running, and %s is %s: qvm-start %s first",
 			src, opt.CDROM, src, sv.Runtime().State.Lower(), src)
 	}
 	return time.Duration(sv.Int("qrexec_timeout")) * time.Second, nil
+}
+
+// discSource is the VM that holds the CD-ROM of a start of name, when it
+// can hold one: it exists and is neither the VM itself nor dom0.
+func discSource(sys *vm.System, name string, opt StartOptions) (*vm.View, error) {
+	src := opt.CDROMVM
+	sv, err := sys.View(src)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("--cdrom=%s:%s: %w", src, opt.CDROM, err)
+	case src == name:
+		return nil, fmt.Errorf("--cdrom=%s:%s: %s cannot boot from a disc of its own: give a disc in another VM or in dom0", src, opt.CDROM, name)
+	case sv.Class() == vm.AdminVM:
+		return nil, fmt.Errorf("--cdrom=%s:%s: a dom0 disc is given as --cdrom=dom0:PATH", src, opt.CDROM)
+	}
+	return sv, nil
 }
 
 // unpackKernel unpacks a PV/PVH VM's kernel once (the first start of each
@@ -429,6 +440,11 @@ func (m *Manager) Config(name string, opt StartOptions) (*xl.DomainConfig, error
 	v, err := sys.View(name)
 	if err != nil {
 		return nil, err
+	}
+	if opt.CDROMVM != "" {
+		if _, err := discSource(sys, name, opt); err != nil {
+			return nil, err
+		}
 	}
 	return domconfig.Build(v, m.inputs(v, opt))
 }

@@ -50,19 +50,47 @@ func hvmParts(p xenvm.Parts, files map[string]string) ([]string, error) {
 }
 
 // hvmSteps boot an HVM from an installer disc with qvm-start --cdrom, as
-// the seeds do, through qvm's stubdomain.
+// the seeds do, through qvm's stubdomain; the disc stays in the VM work,
+// whose own block backend serves it (--cdrom=work:/path).
 func hvmSteps() []step {
-	iso := "/var/lib/qvm/" + installerISO
+	const iso = "/home/user/installcd.iso"
+	loops := []string{"qvm-run", "-u", "root", "--pass-io", "work", "cat /sys/block/loop*/loop/backing_file 2>/dev/null; true"}
 	return []step{
-		{title: "create an HVM and boot an installer disc with --cdrom (QEMU in qvm's stubdomain)", cmds: [][]string{
-			{"cp", filepath.Join(xenvm.ShareMount, installerISO), iso},
+		{title: "keep the installer disc in a VM, as the seeds say (never copy it to dom0)", cmds: [][]string{
+			{"qvm-start", "work"},
+		}, check: func(d *demo) string {
+			if err := d.runFrom(filepath.Join(xenvm.ShareMount, installerISO), "qvm-run", "--pass-io", "work", "cat > "+iso); err != nil {
+				return err.Error()
+			}
+			if _, err := d.run("qvm-run", "--pass-io", "work", "ls -l "+iso); err != nil {
+				return err.Error()
+			}
+			return ""
+		}},
+		{title: "create an HVM and boot it from the disc in work with --cdrom=work:PATH (QEMU in qvm's stubdomain, the disc served by work)", cmds: [][]string{
 			{"qvm-create", "my-new-vm", "--class", "StandaloneVM", "--property", "virt_mode=hvm", "--property", "kernel=", "--label=green",
 				"--property", "memory=256", "--property", "vcpus=1"},
-			{"qvm-start", "my-new-vm", "--cdrom=dom0:" + iso},
+			{"qvm-start", "my-new-vm", "--cdrom=work:" + iso},
+			{"qvm-block", "ls"},
 			{"qvm-prefs", "my-new-vm", "stubdom_xid"},
 			{"qvm-ls", "-n"},
 		}, check: all(lsShows("my-new-vm", string(model.Running)), hvmDHCP("my-new-vm"))},
-		{title: "the installer powers off: the HVM halts and its stubdomain goes with it", check: hvmHalts("my-new-vm")},
+		{title: "the installer powers off: the HVM halts, its stubdomain goes with it, and work's loop device for the disc too", check: all(hvmHalts("my-new-vm"), func(d *demo) string {
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				out, err := d.run(loops...)
+				switch {
+				case err != nil:
+					return err.Error()
+				case strings.TrimSpace(out) == "":
+					return ""
+				case time.Now().After(deadline):
+					return "work still has a loop device for the disc: " + out
+				}
+				time.Sleep(2 * time.Second)
+			}
+		})},
+		{title: "shut work down", cmds: [][]string{{"qvm-shutdown", "--wait", "work"}}, check: lsShows("work", string(model.Halted))},
 	}
 }
 

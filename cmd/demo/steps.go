@@ -46,6 +46,29 @@ func (d *demo) run(argv ...string) (string, error) {
 	return string(out), err
 }
 
+// runFrom runs argv with file as its standard input (the shell's
+// "argv < file").
+func (d *demo) runFrom(file string, argv ...string) error {
+	fmt.Fprintf(d.w, "$ %s < %s\n", shellQuote(argv), file)
+	start := time.Now()
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := exec.CommandContext(d.ctx, argv[0], argv[1:]...)
+	out := &strings.Builder{}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = f, out, out
+	err = cmd.Run()
+	d.last = out.String()
+	d.w.Write([]byte(d.last))
+	if err != nil {
+		return fmt.Errorf("%s: %v", shellQuote(argv), err)
+	}
+	fmt.Fprintf(d.w, "  (%.1f s)\n", time.Since(start).Seconds())
+	return nil
+}
+
 // runTo runs argv with its standard output into file (the shell's
 // "argv > file": dom0 in the bed has no shell) and returns the file's
 // SHA-256, read back from the file.

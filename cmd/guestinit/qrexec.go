@@ -15,14 +15,16 @@ import (
 
 // qrexec in the test guest (qvm.qrexec=1): the Xen drivers vchan needs,
 // busybox's commands as /bin (its sh is the agent's shell), a "user"
-// account (uid 1000) for DEFAULT, and the agent, left running.
+// account (uid 1000) for DEFAULT, and the agent, left running. loop and
+// xen-blkback let the guest serve a disc of its own to another VM
+// (qvm-start --cdrom=VM:/path): a loop device, and blkback to serve it.
 
 const (
 	agentPath   = "/bbin/qrexec-agent"
 	busyboxPath = "/bin/busybox"
 )
 
-var agentModules = []bootinit.Module{{Name: "xen-evtchn"}, {Name: "xen-gntdev"}, {Name: "xen-gntalloc"}}
+var agentModules = []bootinit.Module{{Name: "xen-evtchn"}, {Name: "xen-gntdev"}, {Name: "xen-gntalloc"}, {Name: "loop"}, {Name: "xen-blkback"}}
 
 func startAgent() error {
 	if err := bootinit.LoadModules(agentModules); err != nil {

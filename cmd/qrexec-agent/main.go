@@ -17,7 +17,10 @@
 // start it at boot as root (a systemd unit with ExecStart=
 // /usr/local/sbin/qrexec-agent and Restart=always); the kernel needs
 // the xen-evtchn, xen-gntdev and xen-gntalloc drivers (modules of the
-// same names in Debian's kernels) and /dev/xen/xenbus.
+// same names in Debian's kernels) and /dev/xen/xenbus. A VM that serves
+// an ISO to another VM's install (qvm-start --cdrom=VM:/path) needs
+// losetup and stat in its PATH and the loop and xen-blkback drivers
+// loaded at boot (/etc/modules-load.d).
 package main
 
 import (

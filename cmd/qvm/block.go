@@ -205,9 +205,15 @@ func runBlockLs(ctx context.Context, a *app, args []string) error {
 			rows = append(rows, []string{"-", "empty CD-ROM drive (" + where + ")", name + " (attached: devtype=cdrom, frontend-dev=" + domconfig.CDROMVdev + ")"})
 			continue
 		}
-		// The path is dom0's (from its backend), but a file name can
-		// hold anything.
-		rows = append(rows, []string{"dom0:" + termtext.Line(st.Medium), "cdrom, read-only (" + where + ")",
+		// The path is dom0's (from its backend), or the one the user
+		// gave for a disc a VM serves (from libxl's record); a file name
+		// can hold anything.
+		disc, desc := "dom0:"+termtext.Line(st.Medium), "cdrom, read-only ("+where+")"
+		if st.Server != 0 {
+			disc = serverName(sys, st.Server) + ":" + termtext.Line(st.Medium)
+			desc = "cdrom, read-only, a loop device of its VM (" + where + ")"
+		}
+		rows = append(rows, []string{disc, desc,
 			name + " (attached: devtype=cdrom, read-only=yes, frontend-dev=" + domconfig.CDROMVdev + ")"})
 	}
 	sort.Slice(rows, func(i, j int) bool { return strings.Join(rows[i], "\x00") < strings.Join(rows[j], "\x00") })
@@ -216,6 +222,17 @@ func runBlockLs(ctx context.Context, a *app, args []string) error {
 	}
 	writeTable(a.stdout, rows)
 	return nil
+}
+
+// serverName is the name of the running VM with domain ID domid, or
+// "domDOMID" when none of qvm's VMs has it.
+func serverName(sys *vm.System, domid uint32) string {
+	for _, n := range sys.Names() {
+		if v, err := sys.View(n); err == nil && v.Runtime().XID == int(domid) {
+			return n
+		}
+	}
+	return fmt.Sprintf("dom%d", domid)
 }
 
 // blockChanger finds the running HVM name and opens what changing its

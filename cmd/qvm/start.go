@@ -32,7 +32,7 @@ func runStart(ctx context.Context, a *app, args []string) error {
 	c.BoolVar(&o.skipRunning, "skip-if-running", false, "Do not fail if the qube is already running")
 	c.StringVar(&o.drive, "drive", "", `temporarily attach specified drive as CD/DVD or hard disk (can be specified with prefix "hd:" or "cdrom:", default is cdrom; qvm: cdrom only)`)
 	c.StringVar(&o.hddisk, "hddisk", "", "temporarily attach specified drive as hard disk (not supported by qvm)")
-	c.StringVar(&o.cdrom, "cdrom", "", "temporarily attach specified drive as CD/DVD: dom0:/path (or /path) of an ISO image or CD-ROM device")
+	c.StringVar(&o.cdrom, "cdrom", "", "temporarily attach specified drive as CD/DVD: dom0:/path (or /path) of an ISO image or CD-ROM device, or VM:/path of an image in a running VM")
 	c.BoolVar(&o.windowsTools, "install-windows-tools", false, "temporarily attach Windows tools CDROM to the domain")
 	c.BoolVar(&o.dryRun, "dry-run", false, "(qvm) print the xl.cfg and libxl JSON a start would use; start nothing")
 	c.BoolVar(&o.noMonitor, "no-monitor", false, "do not start the process that destroys the domain when the guest halts (for debugging)")
@@ -93,7 +93,8 @@ func runStart(ctx context.Context, a *app, args []string) error {
 }
 
 // startOptions checks the options that concern the domain: the disc to
-// boot from (--cdrom, --drive [cdrom:]..., --install-windows-tools).
+// boot from (--cdrom, --drive [cdrom:]..., --install-windows-tools): a
+// dom0 disc is checked here; a disc in a VM when the start plans.
 func (o startOptions) startOptions() (lifecycle.StartOptions, error) {
 	var opt lifecycle.StartOptions
 	disc, flag := o.cdrom, "--cdrom"
@@ -112,6 +113,13 @@ func (o startOptions) startOptions() (lifecycle.StartOptions, error) {
 		default:
 			disc = o.drive
 		}
+	}
+	if vm, path, ok, err := cdrom.VMDisc(flag, disc); ok || err != nil {
+		if err != nil {
+			return opt, usagef("%v", err)
+		}
+		opt.CDROMVM, opt.CDROM = vm, path
+		return opt, nil
 	}
 	if disc != "" {
 		path, err := cdrom.ParseDisc(flag, disc)

@@ -127,12 +127,20 @@ func TestStartDryRunForSeedVMs(t *testing.T) {
 	if !strings.Contains(out, iso) || !strings.Contains(out, "cdrom") {
 		t.Errorf("--cdrom dry run:\n%s", out)
 	}
+	// A disc in a VM: the dry run shows the VM and the path in it.
+	out = e.ok("qvm-start", "--dry-run", "--cdrom=sys-usb:/home/user/installcd.iso", "my-new-vm")
+	if !strings.Contains(out, "/home/user/installcd.iso") || !strings.Contains(out, "backend=sys-usb") {
+		t.Errorf("--cdrom=VM:PATH dry run:\n%s", out)
+	}
 	for _, c := range []struct {
 		argv []string
 		want string
 	}{
 		{[]string{"qvm-start", "--dry-run", "--cdrom=dom0:/nonexistent.iso", "my-new-vm"}, "no such file"},
-		{[]string{"qvm-start", "--dry-run", "--cdrom=sys-usb:/home/user/x.iso", "my-new-vm"}, "copy the ISO to dom0"},
+		{[]string{"qvm-start", "--dry-run", "--cdrom=nosuchvm:/home/user/x.iso", "my-new-vm"}, "nosuchvm"},
+		{[]string{"qvm-start", "--dry-run", "--cdrom=my-new-vm:/home/user/x.iso", "my-new-vm"}, "a disc of its own"},
+		{[]string{"qvm-start", "--dry-run", "--cdrom=sys-usb:x.iso", "my-new-vm"}, "absolute path in sys-usb"},
+		{[]string{"qvm-block", "attach", "--devtype=cdrom", "my-new-vm", "sys-usb:/home/user/x.iso"}, "served only for a start"},
 		{[]string{"qvm-start", "--dry-run", "--cdrom=dom0:" + e.dir + "/qvm.json", "my-new-vm"}, "not an ISO 9660"},
 		{[]string{"qvm-start", "--dry-run", "--cdrom=dom0:" + iso, "work"}, "CD-ROM needs virt_mode hvm"},
 		{[]string{"qvm-pci", "attach", "--persistent", "work", "dom0:ff_1f.7"}, "no such PCI device"},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -252,5 +253,62 @@ func TestBackendFromLibxlRecord(t *testing.T) {
 	}
 	if _, err := c.Status(ctx, dom0QEMUGuest); err == nil || !strings.Contains(err.Error(), "not a backend of that device in dom0") {
 		t.Fatalf("Status with a libxl record naming another domain's disk: %v", err)
+	}
+}
+
+// TestStatusOfServedDisc: a stubdomain's xvdd served by VM 9's blkback
+// (qvm-start --cdrom=VM:/path) is reported as that VM's file, from
+// libxl's record and qvm's key in it, in a real C xenstored; what VM 9
+// writes in its own backend directory is never taken. A drive holding
+// it is busy for a dom0 disc, and a detach naming a dom0 disc refuses.
+// A record naming another VM's vbd of some other device is refused.
+func TestStatusOfServedDisc(t *testing.T) {
+	d := xenstoretest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dom0 := d.Client()
+	const guest, stub, server = 5, 6, 9
+	for _, dom := range []uint32{guest, stub, server} {
+		addDomain(t, ctx, dom0, dom)
+	}
+	if err := dom0.WriteString(ctx, fmt.Sprintf("/local/domain/%d/image/device-model-domid", guest), fmt.Sprint(stub)); err != nil {
+		t.Fatal(err)
+	}
+	xvdd := blkback.VdevNumber("xvdd")
+	be := fmt.Sprintf("/local/domain/%d/backend/vbd/%d/%d", server, stub, xvdd)
+	rec := fmt.Sprintf("/libxl/%d/device/vbd/%d", stub, xvdd)
+	b := dom0.Batch()
+	b.Mkdir(be)
+	b.SetPerms(be, xenstore.Perms{{Domid: server, Access: xenstore.AccessNone}, {Domid: stub, Access: xenstore.AccessRead}})
+	b.WriteString(rec+"/backend", be)
+	b.WriteString(rec+"/"+blkback.SourceKey, "/home/user/installcd.iso")
+	if err := b.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The serving VM writes what it likes in its backend directory.
+	if err := d.Guest(server).WriteString(ctx, be+"/params", "/etc/shadow"); err != nil {
+		t.Fatalf("VM %d writing its backend: %v (the test must be able to attack)", server, err)
+	}
+	q := newFakeQEMU(t, "ide-51760", "/dev/xvdd")
+	disks := &recordDisks{xs: dom0}
+	c := &Changer{XS: dom0, Disks: disks, QMP: q.dial}
+	st, err := c.Status(ctx, guest)
+	if err != nil || st.Server != server || st.Medium != "/home/user/installcd.iso" || st.Stubdom != stub {
+		t.Fatalf("Status of a served disc: %+v, %v; want /home/user/installcd.iso from domain %d", st, err, server)
+	}
+	if err := c.Insert(ctx, guest, "/srv/iso/disc2.iso"); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "domain 9:/home/user/installcd.iso") {
+		t.Errorf("Insert into a drive holding a served disc: %v", err)
+	}
+	if err := c.Eject(ctx, guest, "/home/user/installcd.iso"); err == nil || !strings.Contains(err.Error(), "holds domain 9:/home/user/installcd.iso, not dom0:") {
+		t.Errorf("Eject naming a dom0 disc: %v", err)
+	}
+	if len(disks.attached) != 0 || len(q.changes) != 0 {
+		t.Errorf("refused changes still did %v, %v", disks.attached, q.changes)
+	}
+	if err := dom0.WriteString(ctx, rec+"/backend", fmt.Sprintf("/local/domain/%d/backend/vbd/%d/51712", server, stub)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status(ctx, guest); err == nil || !strings.Contains(err.Error(), "not a vbd of that device") {
+		t.Errorf("Status with a record naming another device: %v", err)
 	}
 }

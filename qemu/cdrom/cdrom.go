@@ -70,8 +70,12 @@ type Status struct {
 	Stubdom uint32
 	// DriveID is QEMU's id of the drive.
 	DriveID string
-	// Medium is the dom0 path of the disc in the drive, "" when empty.
+	// Medium is the path of the disc in the drive, "" when empty: a dom0
+	// path, or with Server set the path in that VM.
 	Medium string
+	// Server is the domain ID of the VM that serves the disc
+	// (qvm-start --cdrom=VM:/path), 0 for a dom0 disc.
+	Server uint32
 	// TrayOpen reports the drive's tray.
 	TrayOpen bool
 }
@@ -149,19 +153,66 @@ func (c *Changer) Status(ctx context.Context, domid uint32) (Status, error) {
 		// passes in; the backend entry has the path.
 		st.Medium, err = c.backendImage(ctx, domid, domconfig.CDROMVdev)
 	} else {
-		st.Medium, err = c.stubdomImage(ctx, st.Stubdom, d.Medium.File)
+		st.Server, st.Medium, err = c.stubdomImage(ctx, st.Stubdom, d.Medium.File)
 	}
 	return st, err
 }
 
+// Disc is the disc in the drive as the user names it: dom0:PATH, or for
+// a disc a VM serves, DOMID:PATH (the caller knows the VM's name).
+func (st Status) Disc() string {
+	if st.Server != 0 {
+		return fmt.Sprintf("domain %d:%s", st.Server, st.Medium)
+	}
+	return "dom0:" + st.Medium
+}
+
 // stubdomImage maps a block device the stubdomain's QEMU opened
-// (/dev/xvdX) to the dom0 image behind it.
-func (c *Changer) stubdomImage(ctx context.Context, stubdom uint32, file string) (string, error) {
+// (/dev/xvdX) to the image behind it: a dom0 image, or the file a VM
+// serves (server is that VM's domain ID).
+func (c *Changer) stubdomImage(ctx context.Context, stubdom uint32, file string) (server uint32, path string, err error) {
 	vdev, ok := strings.CutPrefix(file, "/dev/")
 	if !ok {
-		return "", fmt.Errorf("stubdomain %d's QEMU has \"%s\" in the drive, not one of its block devices", stubdom, termtext.Cut(file, 256))
+		return 0, "", fmt.Errorf("stubdomain %d's QEMU has \"%s\" in the drive, not one of its block devices", stubdom, termtext.Cut(file, 256))
 	}
-	return c.backendImage(ctx, stubdom, vdev)
+	n := blkback.VdevNumber(vdev)
+	if n < 0 {
+		return 0, "", fmt.Errorf("block device %q of domain %d: not an xvd name qvm uses", termtext.Cut(vdev, 64), stubdom)
+	}
+	if server, path, ok, err := c.servedImage(ctx, stubdom, n); ok || err != nil {
+		if err != nil {
+			return 0, "", fmt.Errorf("domain %d's block device %s: %w", stubdom, vdev, err)
+		}
+		return server, path, nil
+	}
+	path, err = c.backendImage(ctx, stubdom, vdev)
+	return 0, path, err
+}
+
+// servedImage reports the disc a VM serves as stubdomain stub's block
+// device devid (blkback.ServeDriverDisc), from libxl's record alone
+// (dom0's to write): the serving domain from the backend path it names,
+// and the file in that VM qvm recorded. ok is false for another disc.
+// The VM's own backend directory is never read.
+func (c *Changer) servedImage(ctx context.Context, stub uint32, devid int) (server uint32, path string, ok bool, err error) {
+	rec := fmt.Sprintf("%s/%d", libxlVbdDir(stub), devid)
+	be, err := c.XS.ReadString(ctx, rec+"/backend")
+	if err != nil {
+		return 0, "", false, nil // backendDir says why
+	}
+	var dom uint32
+	var rest string
+	if n, _ := fmt.Sscanf(be, "/local/domain/%d/backend/%s", &dom, &rest); n != 2 || dom == 0 {
+		return 0, "", false, nil // a dom0 backend
+	}
+	if be != fmt.Sprintf("/local/domain/%d/backend/vbd/%d/%d", dom, stub, devid) {
+		return 0, "", false, fmt.Errorf("libxl's record of it names backend \"%s\", not a vbd of that device", termtext.Cut(be, 256))
+	}
+	src, err := c.XS.ReadString(ctx, rec+"/"+blkback.SourceKey)
+	if err != nil {
+		return 0, "", false, fmt.Errorf("served by domain %d, without qvm's record of its file: %w", dom, err)
+	}
+	return dom, src, true, nil
 }
 
 // backendImage returns the image behind domain domid's block device vdev,
@@ -204,7 +255,7 @@ func (c *Changer) backendDir(ctx context.Context, domid uint32, devid int) (stri
 			return be, nil
 		}
 	}
-	return "", fmt.Errorf("%s is \"%s\", not a backend of that device in dom0 (qvm serves disks from dom0 only)", p, termtext.Cut(be, 256))
+	return "", fmt.Errorf("%s is \"%s\", not a backend of that device in dom0 (qvm serves disks from dom0, and CD-ROMs of stubdomains from VMs)", p, termtext.Cut(be, 256))
 }
 
 // libxlVbdDir is libxl's record of domain domid's block devices.
@@ -247,10 +298,10 @@ func (c *Changer) Insert(ctx context.Context, domid uint32, path string) error {
 		return err
 	}
 	if st.Medium != "" {
-		if st.Medium == path {
+		if st.Server == 0 && st.Medium == path {
 			return nil
 		}
-		return fmt.Errorf("domain %d: %w (dom0:%s): detach it first", domid, ErrBusy, st.Medium)
+		return fmt.Errorf("domain %d: %w (%s): detach it first", domid, ErrBusy, termtext.Line(st.Disc()))
 	}
 	if st.Stubdom == 0 {
 		return c.Hyp.CDROMInsert(ctx, domid, domconfig.CDROMVdev, path)
@@ -296,8 +347,8 @@ func (c *Changer) Eject(ctx context.Context, domid uint32, path string) error {
 		}
 		return nil
 	}
-	if path != "" && st.Medium != path {
-		return fmt.Errorf("domain %d: the CD-ROM drive holds dom0:%s, not dom0:%s", domid, st.Medium, path)
+	if path != "" && (st.Server != 0 || st.Medium != path) {
+		return fmt.Errorf("domain %d: the CD-ROM drive holds %s, not dom0:%s", domid, termtext.Line(st.Disc()), path)
 	}
 	if st.Stubdom == 0 {
 		return c.Hyp.CDROMEject(ctx, domid, domconfig.CDROMVdev)

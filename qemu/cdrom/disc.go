@@ -22,15 +22,40 @@ var ErrNotDom0 = errors.New("disc is not a dom0 file")
 // absolute path: a command-line mistake.
 var ErrRelativePath = errors.New("relative path")
 
+// VMDisc splits a disc that lives in a VM, VM:/path, into the VM's name
+// and the path in it; ok is false for a dom0 disc (dom0:/path or /path),
+// which ParseDisc checks. The path must be absolute and printable: it is
+// what the VM is asked to put on a loop device, on one command line. The
+// VM's existence and state are the start's to check.
+func VMDisc(what, spec string) (vm, path string, ok bool, err error) {
+	vm, path, ok = strings.Cut(spec, ":")
+	if !ok || strings.HasPrefix(spec, "/") || vm == "dom0" {
+		return "", "", false, nil
+	}
+	if vm == "" {
+		return "", "", false, fmt.Errorf("%s %s: %w: no VM before the colon: give VM:/path or dom0:/path", what, spec, ErrRelativePath)
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", "", false, fmt.Errorf("%s %s: %w: give an absolute path in %s, e.g. %s:/home/user/installcd.iso", what, spec, ErrRelativePath, vm, vm)
+	}
+	for _, r := range path {
+		if r < 0x20 || r == 0x7f {
+			return "", "", false, fmt.Errorf("%s %q: the path has a control character: give a path of printable characters", what, spec)
+		}
+	}
+	return vm, path, true, nil
+}
+
 // ParseDisc checks a disc for a CD-ROM drive before anything starts: the
 // R4 form dom0:/path, or the R3 form /path. A file must be an ISO 9660 or
 // UDF image; a block device is taken as it is. what names the argument in
-// errors (--cdrom, or the disc of qvm-block). It returns the dom0 path.
+// errors (--cdrom, or the disc of qvm-block). It returns the dom0 path;
+// a disc in a VM (VMDisc) is refused with ErrNotDom0.
 func ParseDisc(what, spec string) (string, error) {
 	path := spec
 	if dom, p, ok := strings.Cut(spec, ":"); ok && !strings.HasPrefix(spec, "/") {
 		if dom != "dom0" {
-			return "", fmt.Errorf("%s %s: %w: an image inside VM %s needs an agent in it to serve the file, which qvm does not have yet: copy the ISO to dom0 and use dom0:PATH", what, spec, ErrNotDom0, dom)
+			return "", fmt.Errorf("%s %s: %w: a disc in VM %s is served only for a start (qvm-start --cdrom=%s): give a dom0 disc here", what, spec, ErrNotDom0, dom, spec)
 		}
 		path = p
 	}

@@ -40,7 +40,7 @@ func TestParseDisc(t *testing.T) {
 		spec, want string
 		is         error
 	}{
-		{"work:/home/user/x.iso", "needs an agent", ErrNotDom0},
+		{"work:/home/user/x.iso", "only for a start", ErrNotDom0},
 		{"dom0:x.iso", "absolute path", ErrRelativePath},
 		{"dom0:" + dir + "/nope.iso", "no such file", nil},
 		{"dom0:" + dir, "not an image file", nil},
@@ -53,6 +53,32 @@ func TestParseDisc(t *testing.T) {
 		}
 		if c.is != nil && !errors.Is(err, c.is) {
 			t.Errorf("ParseDisc(%q): %v does not match %v", c.spec, err, c.is)
+		}
+	}
+}
+
+// TestVMDisc: VM:/path splits into the VM and its path; dom0's forms are
+// left to ParseDisc; an empty VM, a relative path or a control character
+// (which would end the VM's one-line command) are refused, saying why.
+func TestVMDisc(t *testing.T) {
+	vm, path, ok, err := VMDisc("--cdrom", "someVM:/home/user/install cd.iso")
+	if err != nil || !ok || vm != "someVM" || path != "/home/user/install cd.iso" {
+		t.Errorf("VMDisc(someVM:...) = %q, %q, %v, %v", vm, path, ok, err)
+	}
+	for _, spec := range []string{"dom0:/x.iso", "/x.iso", "/a:b.iso", "x.iso"} {
+		if _, _, ok, err := VMDisc("--cdrom", spec); ok || err != nil {
+			t.Errorf("VMDisc(%q) = %v, %v; want a dom0 disc", spec, ok, err)
+		}
+	}
+	cases := []struct{ spec, want string }{
+		{":/x.iso", "no VM before the colon"},
+		{"work:x.iso", "absolute path in work"},
+		{"work:/x\n.iso", "control character"},
+		{"work:/x\x1b[2J.iso", "control character"},
+	}
+	for _, c := range cases {
+		if _, _, ok, err := VMDisc("--cdrom", c.spec); ok || err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "--cdrom") {
+			t.Errorf("VMDisc(%q) = %v, %v; want an error naming --cdrom and saying %q", c.spec, ok, err, c.want)
 		}
 	}
 }
