@@ -158,3 +158,59 @@ func ServeDriverDisc(ctx context.Context, xs *xenstore.Client, stub uint32, d Dr
 	}
 	return nil
 }
+
+// RemoveDriverBackends removes, before libxl destroys domain domid, the
+// backend directories of its block devices that live in other VMs (a
+// disc served by a VM, and the qdisk libxl records for the guest's view
+// of it). libxl leaves those to a daemon in the driver domain (xl devd)
+// and waits 10 s per device for it; qvm's VMs run none, and removing the
+// directory is also what makes the VM's blkback let go of the device.
+// Only libxl's record (dom0's to write) is read, and only a backend
+// directory of this very device, /local/domain/N/backend/KIND/DOMID/DEVID
+// with N not 0, is removed, with its parent once empty. It returns how
+// many it removed.
+func RemoveDriverBackends(ctx context.Context, xs *xenstore.Client, domid uint32) (int, error) {
+	rec := fmt.Sprintf("/libxl/%d/device/vbd", domid)
+	ids, err := xs.Directory(ctx, rec)
+	if errors.Is(err, syscall.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("libxl's record of domain %d's disks: %w", domid, err)
+	}
+	removed := 0
+	for _, id := range ids {
+		be, err := xs.ReadString(ctx, rec+"/"+id+"/backend")
+		if err != nil {
+			continue
+		}
+		var n uint32
+		var kind string
+		if c, _ := fmt.Sscanf(be, "/local/domain/%d/backend/%s", &n, &kind); c != 2 || n == 0 {
+			continue // dom0's, which libxl removes itself
+		}
+		parent, ok := "", false
+		for _, k := range []string{"vbd", "qdisk"} {
+			parent = fmt.Sprintf("/local/domain/%d/backend/%s/%d", n, k, domid)
+			if be == parent+"/"+id {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		// xenstored's rm succeeds for a missing node whose parent exists.
+		if _, err := xs.Directory(ctx, be); errors.Is(err, syscall.ENOENT) {
+			continue
+		}
+		if err := xs.Rm(ctx, be); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return removed, fmt.Errorf("remove domain %d's backend %s: %w", domid, be, err)
+		}
+		removed++
+		if names, err := xs.Directory(ctx, parent); err == nil && len(names) == 0 {
+			xs.Rm(ctx, parent)
+		}
+	}
+	return removed, nil
+}

@@ -142,3 +142,56 @@ func TestServeDriverDisc(t *testing.T) {
 		t.Errorf("a disc that is not a loop device: %v", err)
 	}
 }
+
+// TestRemoveDriverBackends: after ServeDriverDisc, the stubdomain's disc
+// backend in VM 3 goes (with its empty parent), and so does the qdisk
+// libxl records in VM 3 for the guest's view of the disc; a dom0
+// backend, a record naming another domain's device, and the other
+// devices in VM 3 stay.
+func TestRemoveDriverBackends(t *testing.T) {
+	ctx := context.Background()
+	xs := xenstoretest.Start(t).Client()
+	_, p := writeDriverQdisk(t, xs)
+	d := DriverDisc{Vdev: "xvdd", Backend: 3, Major: 7, Minor: 4, Dev: "/dev/loop4", Source: "/home/user/installcd.iso"}
+	if err := ServeDriverDisc(ctx, xs, 9, d); err != nil {
+		t.Fatal(err)
+	}
+	keep := []string{
+		"/local/domain/0/backend/vbd/9/51712/params",  // dom0's: libxl's own
+		"/local/domain/3/backend/vbd/10/51760/params", // another domain's disc
+		"/local/domain/3/backend/vbd/9/51728/params",  // named by no record of 9
+	}
+	guestQdisk := "/local/domain/3/backend/qdisk/8/51760"
+	w := map[string]string{
+		"/libxl/9/device/vbd/51712/backend": "/local/domain/0/backend/vbd/9/51712",
+		"/libxl/9/device/vbd/51744/backend": "/local/domain/3/backend/vbd/10/51760",
+		"/libxl/8/device/vbd/51760/backend": guestQdisk,
+		guestQdisk + "/params":              "raw:/home/user/installcd.iso",
+	}
+	for _, k := range keep {
+		w[k] = "x"
+	}
+	for k, v := range w {
+		if err := xs.WriteString(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		domid uint32
+		want  int
+	}{{9, 1}, {8, 1}, {9, 0}, {11, 0}} {
+		if n, err := RemoveDriverBackends(ctx, xs, c.domid); err != nil || n != c.want {
+			t.Errorf("RemoveDriverBackends(%d) = %d, %v; want %d", c.domid, n, err, c.want)
+		}
+	}
+	for _, gone := range []string{p.Backend, guestQdisk, "/local/domain/3/backend/qdisk/8"} {
+		if _, err := xs.Read(ctx, gone); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("%s still there: %v", gone, err)
+		}
+	}
+	for _, k := range keep {
+		if got, err := xs.ReadString(ctx, k); err != nil || got != "x" {
+			t.Errorf("%s = %q, %v; want it kept", k, got, err)
+		}
+	}
+}

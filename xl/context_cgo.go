@@ -35,6 +35,9 @@ type Context struct {
 	// recheck is how often a deathWatch asks for the domain's state
 	// itself (deathRecheck; tests shorten it).
 	recheck time.Duration
+	// beforeDestroy (SetBeforeDestroy) runs before libxl destroys a
+	// domain, with the domain and its stubdomain.
+	beforeDestroy func(domids []uint32)
 
 	stopR, stopW *os.File // wakes the event loop to stop
 	loopDone     chan struct{}
@@ -292,9 +295,22 @@ func (c *Context) destroyIfPresent(domid uint32) error {
 	return nil
 }
 
+// SetBeforeDestroy has f run before each destroy (Destroy, and the one
+// WaitDeath does), with the domain's ID and its stubdomain's if it has
+// one: for what libxl leaves to others, such as backends in driver
+// domains. Call it before the Context is used.
+func (c *Context) SetBeforeDestroy(f func(domids []uint32)) { c.beforeDestroy = f }
+
 func (c *Context) destroy(domid uint32) error {
 	if _, err := c.info(domid); err != nil {
 		return err
+	}
+	if c.beforeDestroy != nil {
+		ids := []uint32{domid}
+		if stub := C.libxl_get_stubdom_id(c.ctx, C.int(domid)); stub > 0 {
+			ids = append(ids, uint32(stub))
+		}
+		c.beforeDestroy(ids)
 	}
 	return libxlDomErr("libxl_domain_destroy", domid, C.libxl_domain_destroy(c.ctx, C.uint32_t(domid), nil))
 }

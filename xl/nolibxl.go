@@ -44,6 +44,9 @@ func (c *Context) RequestShutdown(ctx context.Context, domid uint32) error { ret
 // Destroy returns ErrNoLibxl.
 func (c *Context) Destroy(ctx context.Context, domid uint32) error { return ErrNoLibxl }
 
+// SetBeforeDestroy does nothing without libxl.
+func (c *Context) SetBeforeDestroy(f func(domids []uint32)) {}
+
 // Pause returns ErrNoLibxl.
 func (c *Context) Pause(ctx context.Context, domid uint32) error { return ErrNoLibxl }
 

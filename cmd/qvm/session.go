@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/qvm-project/qvm/blkback"
 	"github.com/qvm-project/qvm/lifecycle"
 	"github.com/qvm-project/qvm/qemu/cdrom"
 	"github.com/qvm-project/qvm/store"
@@ -99,9 +101,32 @@ func (s *session) hypervisor() (*xl.Context, error) {
 		if err != nil {
 			return nil, err
 		}
+		x.SetBeforeDestroy(s.removeDriverBackends)
 		s.hyp = x
 	}
 	return s.hyp, nil
+}
+
+// removeDriverBackends takes away, before libxl destroys the domains,
+// their disc backends in VMs (qvm-start --cdrom=VM:/path), which libxl
+// would wait 10 s each for the VM to remove. It has a connection of its
+// own: a domain's death is awaited beside other users of the session's.
+func (s *session) removeDriverBackends(domids []uint32) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	xs, err := xenstore.Dial(ctx)
+	if err != nil {
+		s.a.log.Warn("cannot remove disc backends in VMs before a destroy", "domids", domids, "err", err)
+		return
+	}
+	defer xs.Close()
+	for _, id := range domids {
+		if n, err := blkback.RemoveDriverBackends(ctx, xs, id); err != nil {
+			s.a.log.Warn("cannot remove disc backends in VMs before a destroy", "domid", id, "err", err)
+		} else if n > 0 {
+			s.a.log.Debug("removed disc backends in VMs", "domid", id, "count", n)
+		}
+	}
 }
 
 // xenstore connects to xenstored.
