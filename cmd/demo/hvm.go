@@ -90,7 +90,7 @@ func hvmSteps() []step {
 				time.Sleep(2 * time.Second)
 			}
 		})},
-		{title: "shut work down", cmds: [][]string{{"qvm-shutdown", "--wait", "work"}}, check: lsShows("work", string(model.Halted))},
+		{title: "shut work down", cmds: [][]string{{"qvm-shutdown", "--wait", "work"}, {"qvm-ls", "-n"}}, check: lsShows("work", string(model.Halted))},
 	}
 }
 
