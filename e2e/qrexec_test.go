@@ -12,12 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
+	"github.com/qvm-project/qvm/xenstore"
 )
 
 // TestQrexec boots the bed and runs commands in a PV guest that runs
@@ -53,6 +57,15 @@ func (q *qvm) runWithInput(stdin []byte, argv ...string) (stdout, stderr string,
 	}
 	q.t.Logf("$ %s  (%.2f s, exit %d, %d bytes out)\n%.2000s", strings.Join(argv, " "), time.Since(start).Seconds(), code, o.Len(), e.String())
 	return o.String(), e.String(), code
+}
+
+// logXenstored logs whether dom0's xenstored still runs and the end of
+// its log: what a failure that lost xenstore connections needs.
+func logXenstored(t *testing.T) {
+	pid, _ := os.ReadFile("/run/xenstored.pid")
+	_, err := os.Stat("/proc/" + strings.TrimSpace(string(pid)))
+	b, _ := os.ReadFile("/var/log/xen/xenstored.log")
+	t.Logf("xenstored (pid %s) alive: %v; its log ends:\n%s", strings.TrimSpace(string(pid)), err == nil, xenvm.Tail(b, 30))
 }
 
 // passIOBothWays sends n random bytes through `qvm-run -p work cat` and
@@ -124,6 +137,7 @@ func qrexecInside(t *testing.T) {
 			t.Logf("work's monitor log:\n%s", xenvm.Tail(b, 40))
 			out, _ := q.run("xenstore-ls", "-p", "/local/domain/0/data")
 			t.Logf("dom0's data keys:\n%s", out)
+			logXenstored(t)
 		}
 	})
 	// Without -n qvm-run starts it (Qubes' default) and waits for its agent.
@@ -225,11 +239,39 @@ func qrexecInside(t *testing.T) {
 		t.Errorf("--dispvm: %v %q", err, out)
 	}
 
+	// A qvm-run killed with SIGKILL cannot remove its channel's keys; the
+	// next qvm-run to the VM does.
+	id := strings.TrimSpace(q.ok("xl", "domid", "work"))
+	killed := exec.Command("qvm-run", "-p", "work", "sleep 30")
+	var killedOut bytes.Buffer
+	killed.Stdout, killed.Stderr = &killedOut, &killedOut
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killedPort := strconv.Itoa(513 + killed.Process.Pid)
+	xs, err := xenstore.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.Close()
+	channels := func() ([]string, error) {
+		return xs.Directory(context.Background(), "/local/domain/0/data/vchan/"+id)
+	}
+	if err := waitFor(time.Minute, func() bool {
+		ports, _ := channels()
+		return slices.Contains(ports, killedPort)
+	}); err != nil {
+		ports, lerr := channels()
+		t.Errorf("qvm-run's channel (port %s) never appeared: %v; dom0's channels to work: %v, %v; qvm-run's output: %q", killedPort, err, ports, lerr, killedOut.String())
+	}
+	killed.Process.Kill()
+	killed.Wait()
+	q.expectRun(0, "", "qvm-run", "-q", "work", "true")
+
 	// Nothing of the runs is left in dom0's xenstore: each data channel's
 	// keys went with it.
-	id := strings.TrimSpace(q.ok("xl", "domid", "work"))
-	if out, err := q.run("xenstore-list", "/local/domain/0/data/vchan/"+id); err == nil && strings.TrimSpace(out) != "" {
-		t.Errorf("data channels left in xenstore: %q", out)
+	if ports, err := channels(); len(ports) != 0 || (err != nil && !errors.Is(err, syscall.ENOENT)) {
+		t.Errorf("data channels left in xenstore: %v, %v", ports, err)
 	}
 
 	// The VM killed in the middle of a transfer: qvm-run ends, says why,
@@ -265,9 +307,9 @@ func qrexecInside(t *testing.T) {
 	}
 	// The monitor cleans up once it sees the domain gone.
 	if err := waitFor(time.Minute, func() bool {
-		_, err := q.run("xenstore-exists", "/local/domain/0/data/vchan/"+id)
+		_, err := channels()
 		left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec"))
-		return err != nil && len(left) == 0
+		return errors.Is(err, syscall.ENOENT) && len(left) == 0
 	}); err != nil {
 		out, _ := q.run("xenstore-ls", "-p", "/local/domain/0/data")
 		left, _ := filepath.Glob(filepath.Join(stateDir(), "run", "*.qrexec"))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,6 +253,7 @@ func (m *Manager) Exec(ctx context.Context, name, cmdline string, wait time.Dura
 	if err != nil {
 		return 0, err
 	}
+	sweepDataChannels(ctx, m.XS, domid)
 	port := dataPortBase + os.Getpid()
 	conn, err := vchan.Server(ctx, m.XS, domid, port, dataOrder, dataOrder)
 	if err != nil {
@@ -321,6 +323,31 @@ func onDomainGone(ctx context.Context, xs *xenstore.Client, domid uint32, gone f
 		}
 	}()
 	return nil
+}
+
+// sweepDataChannels removes the keys of data channels to domain domid
+// whose serving process is gone: a qvm-run that was killed (SIGKILL)
+// could not remove its own. The port says the pid (dataPortBase + pid);
+// a pid in use again keeps its keys (the next qvm-run with it replaces
+// them). The keys are dom0's own, under /local/domain/0.
+func sweepDataChannels(ctx context.Context, xs *xenstore.Client, domid uint32) {
+	dir := vchan.KeyPath(0, domid, 0)
+	dir = dir[:strings.LastIndexByte(dir, '/')]
+	ports, err := xs.Directory(ctx, dir)
+	if err != nil {
+		return
+	}
+	for _, name := range ports {
+		port, err := strconv.Atoi(name)
+		if err != nil || port <= dataPortBase {
+			continue
+		}
+		pid := port - dataPortBase
+		if pid == os.Getpid() || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		_ = xs.Rm(ctx, dir+"/"+name)
+	}
 }
 
 // askMonitor sends a request to the VM's monitor and reads its answer.

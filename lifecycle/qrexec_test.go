@@ -5,6 +5,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +204,31 @@ func waitReleased(t *testing.T, xs *xenstore.Client, domid uint32) {
 		if time.Now().After(deadline) {
 			t.Fatalf("domain %d still introduced a minute after its death", domid)
 		}
+	}
+}
+
+// TestSweepDataChannels: the keys of a data channel whose qvm-run is gone
+// (a process that has exited) are removed; those of live processes (this
+// one, init) and names that are no data port stay.
+func TestSweepDataChannels(t *testing.T) {
+	xs := xenstoretest.Start(t).Client()
+	ctx := context.Background()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	port := func(pid int) string { return strconv.Itoa(dataPortBase + pid) }
+	keep := []string{port(os.Getpid()), port(1), "512", "x"}
+	for _, p := range append([]string{port(dead.Process.Pid)}, keep...) {
+		if err := xs.WriteString(ctx, "/local/domain/0/data/vchan/7/"+p+"/ring-ref", "8"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepDataChannels(ctx, xs, 7)
+	got, err := xs.Directory(ctx, "/local/domain/0/data/vchan/7")
+	slices.Sort(got)
+	slices.Sort(keep)
+	if err != nil || !slices.Equal(got, keep) {
+		t.Errorf("after the sweep: %v, %v; want %v (the exited process's %s gone)", got, err, keep, port(dead.Process.Pid))
 	}
 }
