@@ -185,6 +185,18 @@ func startXen(ctx context.Context, c *console, r *bootinit.Reaper) error {
 		return fmt.Errorf("xenstored: %w (log: %s)", err, tail("/var/log/xen/xenstored.log"))
 	}
 	c.say("xenstored running (pid %d)", xs.Pid)
+	// Nothing in dom0 works without it: its death goes on the console
+	// with the end of its log, for the log of whatever then fails.
+	go func() {
+		ws, err := xs.Wait(context.WithoutCancel(ctx))
+		if err == nil {
+			how := fmt.Sprintf("exit status %d", ws.ExitStatus())
+			if ws.Signaled() {
+				how = "signal " + ws.Signal().String()
+			}
+			c.say("xenstored (pid %d) exited (%s); its log ends: %s", xs.Pid, how, tail("/var/log/xen/xenstored.log"))
+		}
+	}()
 
 	initLog, err := os.Create("/var/log/xen/xen-init-dom0.log")
 	if err != nil {
