@@ -44,6 +44,12 @@ func Host(name string, args []string, summary *regexp.Regexp) int {
 	}
 	files := p.GuestFiles()
 	files[name] = self
+	unlock, err := xenvm.LockBed(context.Background(), os.Stderr, name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	defer unlock()
 	var out strings.Builder
 	argv := append([]string{xenvm.ShareMount + "/" + name, "-inside"}, args...)
 	res, err := xenvm.Run(context.Background(), xenvm.Config{

@@ -61,6 +61,12 @@ func host(ctx context.Context, timeout time.Duration) int {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		return 1
 	}
+	unlock, err := xenvm.LockBed(ctx, os.Stderr, "demo")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		return 1
+	}
+	defer unlock()
 	progress := newProgress(os.Stderr, start)
 	fmt.Fprintf(os.Stderr, "demo: booting Xen and dom0 in QEMU (software emulation: this takes a while)\n")
 	var out strings.Builder

@@ -3,6 +3,7 @@ package xenvm
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -48,4 +49,14 @@ func lockBed(ctx context.Context, dir string, waiting func(path string)) (unlock
 		case <-time.After(lockPoll):
 		}
 	}
+}
+
+// LockBed takes the machine's test-bed lock for a program that boots a
+// bed with Run (the demo, the benchmarks) as RunTest does for tests, so
+// that two emulated machines never share the cores; it says on w, once,
+// that it waits. The returned function releases the lock.
+func LockBed(ctx context.Context, w io.Writer, who string) (unlock func(), err error) {
+	return lockBed(ctx, os.TempDir(), func(path string) {
+		fmt.Fprintf(w, "%s: another test bed is running (%s is locked); waiting for it to end\n", who, path)
+	})
 }
