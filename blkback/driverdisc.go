@@ -159,6 +159,23 @@ func ServeDriverDisc(ctx context.Context, xs *xenstore.Client, stub uint32, d Dr
 	return nil
 }
 
+// VMBackend parses be, the backend a libxl record of domain domid's
+// block device devid names, as a backend in another VM: exactly
+// /local/domain/N/backend/KIND/DOMID/DEVID with N not 0 and KIND vbd or
+// qdisk. ok is false for anything else (dom0's backends among them).
+func VMBackend(be string, domid uint32, devid string) (server uint32, kind string, ok bool) {
+	var rest string
+	if c, _ := fmt.Sscanf(be, "/local/domain/%d/backend/%s", &server, &rest); c != 2 || server == 0 {
+		return 0, "", false
+	}
+	for _, k := range []string{"vbd", "qdisk"} {
+		if be == fmt.Sprintf("/local/domain/%d/backend/%s/%d/%s", server, k, domid, devid) {
+			return server, k, true
+		}
+	}
+	return 0, "", false
+}
+
 // RemoveDriverBackends removes, before libxl destroys domain domid, the
 // backend directories of its block devices that live in other VMs (a
 // disc served by a VM, and the qdisk libxl records for the guest's view
@@ -166,9 +183,8 @@ func ServeDriverDisc(ctx context.Context, xs *xenstore.Client, stub uint32, d Dr
 // and waits 10 s per device for it; qvm's VMs run none, and removing the
 // directory is also what makes the VM's blkback let go of the device.
 // Only libxl's record (dom0's to write) is read, and only a backend
-// directory of this very device, /local/domain/N/backend/KIND/DOMID/DEVID
-// with N not 0, is removed, with its parent once empty. It returns how
-// many it removed.
+// directory of this very device (VMBackend) is removed, with its parent
+// once empty. It returns how many it removed.
 func RemoveDriverBackends(ctx context.Context, xs *xenstore.Client, domid uint32) (int, error) {
 	rec := fmt.Sprintf("/libxl/%d/device/vbd", domid)
 	ids, err := xs.Directory(ctx, rec)
@@ -184,21 +200,8 @@ func RemoveDriverBackends(ctx context.Context, xs *xenstore.Client, domid uint32
 		if err != nil {
 			continue
 		}
-		var n uint32
-		var kind string
-		if c, _ := fmt.Sscanf(be, "/local/domain/%d/backend/%s", &n, &kind); c != 2 || n == 0 {
+		if _, _, ok := VMBackend(be, domid, id); !ok {
 			continue // dom0's, which libxl removes itself
-		}
-		parent, ok := "", false
-		for _, k := range []string{"vbd", "qdisk"} {
-			parent = fmt.Sprintf("/local/domain/%d/backend/%s/%d", n, k, domid)
-			if be == parent+"/"+id {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			continue
 		}
 		// xenstored's rm succeeds for a missing node whose parent exists.
 		if _, err := xs.Directory(ctx, be); errors.Is(err, syscall.ENOENT) {
@@ -208,6 +211,7 @@ func RemoveDriverBackends(ctx context.Context, xs *xenstore.Client, domid uint32
 			return removed, fmt.Errorf("remove domain %d's backend %s: %w", domid, be, err)
 		}
 		removed++
+		parent := be[:strings.LastIndexByte(be, '/')]
 		if names, err := xs.Directory(ctx, parent); err == nil && len(names) == 0 {
 			xs.Rm(ctx, parent)
 		}

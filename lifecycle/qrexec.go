@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +137,7 @@ func (m *Manager) serveQrexec(ctx context.Context, name string, domid uint32, wa
 		wg.Wait()
 		rmctx, done := context.WithTimeout(context.Background(), 10*time.Second)
 		defer done()
-		_ = m.XS.Rm(rmctx, "/local/domain/0/data/vchan/"+strconv.FormatUint(uint64(domid), 10))
+		_ = m.XS.Rm(rmctx, vchan.KeysDir(0, domid))
 	}, nil
 }
 
@@ -331,8 +330,7 @@ func onDomainGone(ctx context.Context, xs *xenstore.Client, domid uint32, gone f
 // a pid in use again keeps its keys (the next qvm-run with it replaces
 // them). The keys are dom0's own, under /local/domain/0.
 func sweepDataChannels(ctx context.Context, xs *xenstore.Client, domid uint32) {
-	dir := vchan.KeyPath(0, domid, 0)
-	dir = dir[:strings.LastIndexByte(dir, '/')]
+	dir := vchan.KeysDir(0, domid)
 	ports, err := xs.Directory(ctx, dir)
 	if err != nil {
 		return

@@ -93,8 +93,14 @@ func (u *undo) take() func() error {
 // KeyPath returns the xenstore directory where the server domain publishes
 // the channel for the client domain on port.
 func KeyPath(server, client uint32, port int) string {
+	return KeysDir(server, client) + "/" + strconv.Itoa(port)
+}
+
+// KeysDir returns the xenstore directory holding, one per port, the
+// channels the server domain publishes for the client domain.
+func KeysDir(server, client uint32) string {
 	return "/local/domain/" + strconv.FormatUint(uint64(server), 10) + "/data/vchan/" +
-		strconv.FormatUint(uint64(client), 10) + "/" + strconv.Itoa(port)
+		strconv.FormatUint(uint64(client), 10)
 }
 
 // ownDomid asks xenstore which domain we are (the "domid" key of our

@@ -158,8 +158,8 @@ func (c *Changer) Status(ctx context.Context, domid uint32) (Status, error) {
 	return st, err
 }
 
-// Disc is the disc in the drive as the user names it: dom0:PATH, or for
-// a disc a VM serves, DOMID:PATH (the caller knows the VM's name).
+// Disc is the disc in the drive for messages: dom0:PATH, or for a disc
+// a VM serves "domain DOMID:PATH" (the caller knows the VM's name).
 func (st Status) Disc() string {
 	if st.Server != 0 {
 		return fmt.Sprintf("domain %d:%s", st.Server, st.Medium)
@@ -200,12 +200,11 @@ func (c *Changer) servedImage(ctx context.Context, stub uint32, devid int) (serv
 	if err != nil {
 		return 0, "", false, nil // backendDir says why
 	}
-	var dom uint32
-	var rest string
-	if n, _ := fmt.Sscanf(be, "/local/domain/%d/backend/%s", &dom, &rest); n != 2 || dom == 0 {
-		return 0, "", false, nil // a dom0 backend
+	if !strings.HasPrefix(be, "/local/domain/") || strings.HasPrefix(be, "/local/domain/0/") {
+		return 0, "", false, nil // a dom0 backend (backendDir checks it)
 	}
-	if be != fmt.Sprintf("/local/domain/%d/backend/vbd/%d/%d", dom, stub, devid) {
+	dom, kind, ok := blkback.VMBackend(be, stub, strconv.Itoa(devid))
+	if !ok || kind != "vbd" {
 		return 0, "", false, fmt.Errorf("libxl's record of it names backend \"%s\", not a vbd of that device", termtext.Cut(be, 256))
 	}
 	src, err := c.XS.ReadString(ctx, rec+"/"+blkback.SourceKey)
