@@ -80,6 +80,10 @@ type endpoint struct {
 	left, right []byte // the rings: client to server, server to client
 	kick        func() error
 	release     func() error
+	// published says, for a server, the grant and event channel its
+	// keys name (for errors: a client that never came can be looked
+	// for in Xen's tables).
+	published string
 }
 
 // Conn is one end of a vchan. Read and Write may be called concurrently
@@ -87,6 +91,7 @@ type endpoint struct {
 type Conn struct {
 	local, remote Addr
 	server        bool
+	published     string
 
 	flags     *uint32 // the four flag bytes
 	myLive    uint    // shift of our live byte
@@ -133,13 +138,14 @@ func u32(b []byte, off int) *uint32 {
 // method.
 func newConn(local, remote Addr, ep endpoint) *Conn {
 	c := &Conn{
-		local:   local,
-		remote:  remote,
-		server:  ep.server,
-		flags:   u32(ep.page, offFlags),
-		kick:    ep.kick,
-		closing: make(chan struct{}),
-		release: ep.release,
+		local:     local,
+		remote:    remote,
+		server:    ep.server,
+		published: ep.published,
+		flags:     u32(ep.page, offFlags),
+		kick:      ep.kick,
+		closing:   make(chan struct{}),
+		release:   ep.release,
 	}
 	left := ring{buf: ep.left, cons: u32(ep.page, offLeft), prod: u32(ep.page, offLeft+4)}
 	right := ring{buf: ep.right, cons: u32(ep.page, offRight), prod: u32(ep.page, offRight+4)}
@@ -399,15 +405,19 @@ func (c *Conn) WaitConnected(ctx context.Context) error {
 	c.mem.RLock()
 	defer c.mem.RUnlock()
 	var never atomic.Int64
+	op := "wait for client"
+	if c.published != "" {
+		op += " (" + c.published + ")"
+	}
 	for {
-		if err := c.usable("wait for client", &never); err != nil {
+		if err := c.usable(op, &never); err != nil {
 			return err
 		}
 		woken := c.ev.wait()
 		if c.flag(c.peerLive) != liveWaiting {
 			return nil
 		}
-		if err := c.sleep(ctx, woken, &never, "wait for client"); err != nil {
+		if err := c.sleep(ctx, woken, &never, op); err != nil {
 			return err
 		}
 	}

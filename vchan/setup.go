@@ -194,7 +194,8 @@ func server(ctx context.Context, xs *xenstore.Client, h hyper, peer uint32, port
 		return nil, err
 	}
 	u.add(func() error { return unpublish(xs, base) })
-	c = newConn(local, remote, endpoint{server: true, page: page, left: left, right: right, kick: ev.notify, release: u.take()})
+	c = newConn(local, remote, endpoint{server: true, page: page, left: left, right: right, kick: ev.notify, release: u.take(),
+		published: fmt.Sprintf("grant %d, event channel %d", hdr.refs()[0], ev.port())})
 	rel.c.Store(c)
 	return c, nil
 }

@@ -54,8 +54,13 @@ type Config struct {
 	// The Client calls it again to reconnect.
 	Dial func(ctx context.Context) (io.ReadWriteCloser, error)
 	// OneMessagePerWrite makes the Client write each message with its own
-	// write call, as the xenbus device requires. Set automatically for a
-	// character device Path.
+	// write call, and write the next only once the daemon has answered
+	// the last, as Linux's xenbus device requires: it queues a message
+	// by reference to the per-file buffer the write filled, so a second
+	// write before the first was sent overwrites the first's body (a
+	// read of one path answered with another's value; a body without
+	// its NUL, which 4.17's xenstored aborts on). Set automatically for
+	// a character device Path.
 	OneMessagePerWrite bool
 	// Logger gets connection events (lost, restored). Nil: slog.Default().
 	Logger *slog.Logger

@@ -46,7 +46,7 @@ func (g *group) complete() {
 // the client. A conn that breaks stays broken; the Client makes a new one.
 type conn struct {
 	rwc      io.ReadWriteCloser
-	perWrite bool // the transport takes one message per write (xenbus device)
+	perWrite bool // the xenbus device: one message per write, one request in flight
 	onEvent  func(path, token string)
 	onLost   func(*conn)
 
@@ -59,6 +59,14 @@ type conn struct {
 	flushing bool
 	err      error         // why the conn broke, nil while it works
 	done     chan struct{} // closed when the conn breaks
+
+	// inFlight (perWrite only) holds a token while a request is
+	// unanswered; flightID is that request's req_id. The token goes
+	// back when its reply comes (even if no one waits for it any
+	// more) or the conn breaks.
+	inFlight chan struct{}
+	flightID uint32
+	flying   bool
 }
 
 func newConn(rwc io.ReadWriteCloser, perWrite bool, onEvent func(path, token string), onLost func(*conn)) *conn {
@@ -70,6 +78,7 @@ func newConn(rwc io.ReadWriteCloser, perWrite bool, onEvent func(path, token str
 		nextID:   1,
 		pending:  make(map[uint32]*request),
 		done:     make(chan struct{}),
+		inFlight: make(chan struct{}, 1),
 	}
 	go c.readLoop()
 	return c
@@ -97,6 +106,9 @@ func (c *conn) send(ctx context.Context, reqs []*request) error {
 	}
 	g := &group{ch: make(chan struct{})}
 	g.left.Store(int32(len(reqs)))
+	if c.perWrite {
+		return c.sendEach(ctx, reqs, g)
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -138,6 +150,76 @@ func (c *conn) send(ctx context.Context, reqs []*request) error {
 	c.flushing = false
 	c.mu.Unlock()
 	return nil
+}
+
+// sendEach sends the requests one by one over the xenbus device, each
+// once the one before has been answered (see Config.OneMessagePerWrite).
+// A request not sent when ctx ends or the conn breaks gets that error as
+// its result.
+func (c *conn) sendEach(ctx context.Context, reqs []*request, g *group) error {
+	for i, r := range reqs {
+		select {
+		case c.inFlight <- struct{}{}:
+		case <-ctx.Done():
+			c.abandon(reqs[i:], g, ctx.Err())
+			return ctx.Err()
+		case <-c.done:
+			err := c.broken()
+			c.abandon(reqs[i:], g, err)
+			return err
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			<-c.inFlight
+			c.mu.Unlock()
+			c.abandon(reqs[i:], g, err)
+			return err
+		}
+		r.id = c.nextID
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		r.done = g
+		c.pending[r.id] = r
+		c.flightID, c.flying = r.id, true
+		msg := appendMessage(c.spare[:0], r.t, r.id, r.tx, r.parts...)
+		c.spare = nil
+		c.mu.Unlock()
+		err := c.write(ctx, msg, []int{len(msg)})
+		c.mu.Lock()
+		if cap(msg) <= 64<<10 {
+			c.spare = msg[:0]
+		}
+		if err != nil {
+			c.failLocked(fmt.Errorf("%w: write: %v", ErrConnectionLost, err))
+			err = c.err
+			c.mu.Unlock()
+			c.abandon(reqs[i+1:], g, err)
+			return err
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// abandon gives requests that were never sent err as their result.
+func (c *conn) abandon(reqs []*request, g *group, err error) {
+	for _, r := range reqs {
+		r.done = g
+		r.res = result{err: err}
+		g.complete()
+	}
+}
+
+// land returns the in-flight token if id is the request holding it
+// (c.mu held).
+func (c *conn) land(id uint32) {
+	if c.flying && c.flightID == id {
+		c.flying = false
+		<-c.inFlight
+	}
 }
 
 // deadliner is a transport whose writes can be interrupted.
@@ -259,6 +341,7 @@ func (c *conn) readLoop() {
 		c.mu.Lock()
 		r, ok := c.pending[m.ReqID]
 		delete(c.pending, m.ReqID)
+		c.land(m.ReqID)
 		c.mu.Unlock()
 		if ok {
 			r.res = result{msg: m}
@@ -290,6 +373,10 @@ func (c *conn) failLocked(err error) {
 		r.done.complete()
 	}
 	c.queue, c.bounds = nil, nil
+	if c.flying {
+		c.flying = false
+		<-c.inFlight
+	}
 	close(c.done)
 	if c.onLost != nil {
 		go c.onLost(c)

@@ -113,3 +113,96 @@ func TestOneMessagePerWrite(t *testing.T) {
 		}
 	}
 }
+
+// flightConn counts requests written and not yet answered, and keeps
+// the most there ever were.
+type flightConn struct {
+	net.Conn
+	mu          sync.Mutex
+	outstanding int
+	most        int
+	in          []byte // reply bytes not yet parsed
+}
+
+func (c *flightConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.outstanding++
+	c.most = max(c.most, c.outstanding)
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *flightConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.in = append(c.in, p[:n]...)
+	for len(c.in) >= 16 {
+		l := int(binary.LittleEndian.Uint32(c.in[12:]))
+		if len(c.in) < 16+l {
+			break
+		}
+		if binary.LittleEndian.Uint32(c.in) != 15 { // not XS_WATCH_EVENT
+			c.outstanding--
+		}
+		c.in = c.in[16+l:]
+	}
+	return n, err
+}
+
+// Over the xenbus device (OneMessagePerWrite) a request is written only
+// once the one before has its reply, however many goroutines and
+// batches use the Client at once: Linux's device queues a message by
+// reference to its per-file buffer, and the next write overwrites it.
+func TestOneRequestInFlightOnDevice(t *testing.T) {
+	d := xenstoretest.Start(t)
+	fc := &flightConn{}
+	c, err := xenstore.Open(testCtx(t), xenstore.Config{
+		Dial: func(ctx context.Context) (io.ReadWriteCloser, error) {
+			var dl net.Dialer
+			nc, err := dl.DialContext(ctx, "unix", d.Socket)
+			fc.Conn = nc
+			return fc, err
+		},
+		OneMessagePerWrite: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testCtx(t)
+	if err := batchOf(c, 20).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "/flight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Unwatch(ctx)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 15 {
+				path := fmt.Sprintf("/flight/g%d/%d", g, i)
+				want := fmt.Sprintf("value of %s", path)
+				if err := c.WriteString(ctx, path, want); err != nil {
+					t.Error(err)
+					return
+				}
+				// Each read gets its own path's value.
+				if got, err := c.ReadString(ctx, path); err != nil || got != want {
+					t.Errorf("read %s: %q, %v", path, got, err)
+				}
+			}
+			if err := batchOf(c, 5).Run(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.most != 1 {
+		t.Fatalf("%d requests were in flight at once on the device transport, want 1", fc.most)
+	}
+}
