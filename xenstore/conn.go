@@ -53,8 +53,7 @@ type conn struct {
 	mu       sync.Mutex
 	nextID   uint32
 	pending  map[uint32]*request
-	queue    []byte // encoded requests not yet written
-	bounds   []int  // end offset of each message in queue (perWrite only)
+	queue    []byte // encoded requests not yet written (sockets only)
 	spare    []byte
 	flushing bool
 	err      error         // why the conn broke, nil while it works
@@ -93,9 +92,9 @@ func (c *conn) broken() error {
 
 // send queues the requests and makes sure they get written: when no other
 // caller is writing, this one writes everything queued (its own requests and
-// any others that arrive meanwhile) in as few writes as the transport
-// allows. On success every request will get its result; wait for them
-// with wait.
+// any others that arrive meanwhile) in one write; over the xenbus device
+// each request goes alone (sendEach). On success every request will get
+// its result; wait for them with wait.
 //
 // A write that cannot go through (the daemon stopped reading and the
 // socket buffer is full) is abandoned when ctx ends; the connection is then
@@ -116,17 +115,8 @@ func (c *conn) send(ctx context.Context, reqs []*request) error {
 		return err
 	}
 	for _, r := range reqs {
-		r.id = c.nextID
-		c.nextID++
-		if c.nextID == 0 {
-			c.nextID = 1
-		}
-		r.done = g
-		c.pending[r.id] = r
+		c.register(r, g)
 		c.queue = appendMessage(c.queue, r.t, r.id, r.tx, r.parts...)
-		if c.perWrite {
-			c.bounds = append(c.bounds, len(c.queue))
-		}
 	}
 	if c.flushing {
 		c.mu.Unlock()
@@ -134,11 +124,11 @@ func (c *conn) send(ctx context.Context, reqs []*request) error {
 	}
 	c.flushing = true
 	for len(c.queue) > 0 && c.err == nil {
-		buf, bounds := c.queue, c.bounds
-		c.queue, c.bounds = c.spare[:0], nil
+		buf := c.queue
+		c.queue = c.spare[:0]
 		c.spare = nil
 		c.mu.Unlock()
-		err := c.write(ctx, buf, bounds)
+		err := c.write(ctx, buf)
 		c.mu.Lock()
 		if cap(buf) <= 64<<10 {
 			c.spare = buf[:0]
@@ -176,18 +166,12 @@ func (c *conn) sendEach(ctx context.Context, reqs []*request, g *group) error {
 			c.abandon(reqs[i:], g, err)
 			return err
 		}
-		r.id = c.nextID
-		c.nextID++
-		if c.nextID == 0 {
-			c.nextID = 1
-		}
-		r.done = g
-		c.pending[r.id] = r
+		c.register(r, g)
 		c.flightID, c.flying = r.id, true
 		msg := appendMessage(c.spare[:0], r.t, r.id, r.tx, r.parts...)
 		c.spare = nil
 		c.mu.Unlock()
-		err := c.write(ctx, msg, []int{len(msg)})
+		err := c.write(ctx, msg)
 		c.mu.Lock()
 		if cap(msg) <= 64<<10 {
 			c.spare = msg[:0]
@@ -202,6 +186,18 @@ func (c *conn) sendEach(ctx context.Context, reqs []*request, g *group) error {
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// register gives r the next req_id and makes it pending, part of group
+// g (c.mu held).
+func (c *conn) register(r *request, g *group) {
+	r.id = c.nextID
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	r.done = g
+	c.pending[r.id] = r
 }
 
 // abandon gives requests that were never sent err as their result.
@@ -227,7 +223,7 @@ type deadliner interface {
 	SetWriteDeadline(t time.Time) error
 }
 
-func (c *conn) write(ctx context.Context, buf []byte, bounds []int) error {
+func (c *conn) write(ctx context.Context, buf []byte) error {
 	if d, ok := c.rwc.(deadliner); ok && ctx.Done() != nil {
 		var mu sync.Mutex
 		written := false
@@ -249,18 +245,8 @@ func (c *conn) write(ctx context.Context, buf []byte, bounds []int) error {
 			}
 		}()
 	}
-	if !c.perWrite {
-		_, err := c.rwc.Write(buf)
-		return err
-	}
-	start := 0
-	for _, end := range bounds {
-		if _, err := c.rwc.Write(buf[start:end]); err != nil {
-			return err
-		}
-		start = end
-	}
-	return nil
+	_, err := c.rwc.Write(buf)
+	return err
 }
 
 // wait waits until every request sent together (by one send) has its
@@ -372,11 +358,8 @@ func (c *conn) failLocked(err error) {
 		r.res = result{err: err}
 		r.done.complete()
 	}
-	c.queue, c.bounds = nil, nil
-	if c.flying {
-		c.flying = false
-		<-c.inFlight
-	}
+	c.queue = nil
+	c.land(c.flightID)
 	close(c.done)
 	if c.onLost != nil {
 		go c.onLost(c)

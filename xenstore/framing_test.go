@@ -41,15 +41,17 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func countingClient(t *testing.T, d *xenstoretest.Daemon, perWrite bool) (*xenstore.Client, *countingConn) {
+// wrappedClient is a Client of d whose connection is wrap of the socket.
+func wrappedClient(t *testing.T, d *xenstoretest.Daemon, perWrite bool, wrap func(net.Conn) io.ReadWriteCloser) *xenstore.Client {
 	t.Helper()
-	cc := &countingConn{}
 	c, err := xenstore.Open(testCtx(t), xenstore.Config{
 		Dial: func(ctx context.Context) (io.ReadWriteCloser, error) {
 			var dl net.Dialer
 			nc, err := dl.DialContext(ctx, "unix", d.Socket)
-			cc.Conn = nc
-			return cc, err
+			if err != nil {
+				return nil, err
+			}
+			return wrap(nc), nil
 		},
 		OneMessagePerWrite: perWrite,
 	})
@@ -57,6 +59,13 @@ func countingClient(t *testing.T, d *xenstoretest.Daemon, perWrite bool) (*xenst
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func countingClient(t *testing.T, d *xenstoretest.Daemon, perWrite bool) (*xenstore.Client, *countingConn) {
+	t.Helper()
+	cc := &countingConn{}
+	c := wrappedClient(t, d, perWrite, func(nc net.Conn) io.ReadWriteCloser { cc.Conn = nc; return cc })
 	return c, cc
 }
 
@@ -157,19 +166,7 @@ func (c *flightConn) Read(p []byte) (int, error) {
 func TestOneRequestInFlightOnDevice(t *testing.T) {
 	d := xenstoretest.Start(t)
 	fc := &flightConn{}
-	c, err := xenstore.Open(testCtx(t), xenstore.Config{
-		Dial: func(ctx context.Context) (io.ReadWriteCloser, error) {
-			var dl net.Dialer
-			nc, err := dl.DialContext(ctx, "unix", d.Socket)
-			fc.Conn = nc
-			return fc, err
-		},
-		OneMessagePerWrite: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := wrappedClient(t, d, true, func(nc net.Conn) io.ReadWriteCloser { fc.Conn = nc; return fc })
 	ctx := testCtx(t)
 	if err := batchOf(c, 20).Run(ctx); err != nil {
 		t.Fatal(err)
