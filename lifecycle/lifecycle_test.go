@@ -40,9 +40,12 @@ type fakeXen struct {
 	// keysAtUnpause records, per domain, the qubes keys present when it
 	// was unpaused.
 	keysAtUnpause map[string][]string
-	// gate, if set, holds CreatePaused of the named domains: each call
+	// gate, if set, holds the first CreatePaused of each named domain: it
 	// says it arrived on the channel, then waits for it to be closed.
 	gate map[string]chan chan struct{}
+	// afterList, if set, runs once after a List has made its answer: what
+	// another command did just after this one read the domains.
+	afterList func()
 }
 
 type fakeDom struct {
@@ -61,6 +64,7 @@ func (f *fakeXen) CreatePaused(ctx context.Context, cfg *xl.DomainConfig) (uint3
 	}
 	f.mu.Lock()
 	g := f.gate[cfg.Name]
+	delete(f.gate, cfg.Name) // once: a second build fails the test, not hangs it
 	f.mu.Unlock()
 	if g != nil {
 		release := make(chan struct{})
@@ -123,6 +127,13 @@ func (f *fakeXen) Destroy(ctx context.Context, id uint32) error {
 
 func (f *fakeXen) List(ctx context.Context) ([]xl.DomainInfo, error) {
 	f.mu.Lock()
+	hook := f.afterList
+	f.afterList = nil
+	defer func() {
+		if hook != nil {
+			hook()
+		}
+	}()
 	defer f.mu.Unlock()
 	out := []xl.DomainInfo{{ID: 0, Name: "Domain-0", State: xl.StateRunning}}
 	for id, d := range f.doms {
@@ -579,7 +590,8 @@ func TestHandoffMonitor(t *testing.T) {
 func TestParallelStarts(t *testing.T) {
 	m, f := setup(t)
 	ctx := context.Background()
-	f.gate = map[string]chan chan struct{}{"direct": make(chan chan struct{}), "sys-net": make(chan chan struct{})}
+	directGate, netGate := make(chan chan struct{}), make(chan chan struct{})
+	f.gate = map[string]chan chan struct{}{"direct": directGate, "sys-net": netGate}
 
 	type result struct {
 		started []Started
@@ -594,7 +606,7 @@ func TestParallelStarts(t *testing.T) {
 		return c
 	}
 	direct := startAsync("direct")
-	releaseDirect := <-f.gate["direct"] // direct is inside libxl
+	releaseDirect := <-directGate // direct is inside libxl
 
 	// The store is free: another VM's definition changes.
 	err := m.Store.Update(ctx, m.Host, func(tx *store.Tx) error {
@@ -621,7 +633,7 @@ func TestParallelStarts(t *testing.T) {
 
 	// Two VMs behind the same halted netvm: it starts once.
 	work := startAsync("work")
-	releaseNet := <-f.gate["sys-net"]
+	releaseNet := <-netGate
 	// A second client of sys-net, started now, waits for it.
 	err = m.Store.Update(ctx, m.Host, func(tx *store.Tx) error {
 		_, err := tx.Sys.Create(vm.CreateSpec{Name: "work2", Class: vm.AppVM, Label: "blue", Template: "debian-12",
@@ -658,6 +670,40 @@ func TestParallelStarts(t *testing.T) {
 	}
 	if nets != 1 {
 		t.Errorf("sys-net built %d times", nets)
+	}
+}
+
+// TestNetVMStartedMeanwhile: a netvm whose start by another command ends
+// between this start's read of the domains and its taking the netvm's run
+// lock is running, not halted: it is not built a second time.
+func TestNetVMStartedMeanwhile(t *testing.T) {
+	m, f := setup(t)
+	f.afterList = func() {
+		f.mu.Lock()
+		f.doms[f.next] = &fakeDom{name: "sys-net"}
+		f.next++
+		f.mu.Unlock()
+	}
+	s, err := m.Start(context.Background(), "work", StartOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s) != 1 || s[0].Name != "work" {
+		t.Errorf("started %+v, want work alone", s)
+	}
+	for _, c := range f.created {
+		if c.Name == "sys-net" {
+			t.Errorf("sys-net built again")
+		}
+	}
+	// The same for the VM asked for: already running, with its domain.
+	f.afterList = func() {
+		f.mu.Lock()
+		f.doms[41] = &fakeDom{name: "direct"}
+		f.mu.Unlock()
+	}
+	if _, err := m.Start(context.Background(), "direct", StartOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "domain 41") {
+		t.Errorf("start of a VM started meanwhile: %v", err)
 	}
 }
 

@@ -187,7 +187,23 @@ func (m *Manager) plan(ctx context.Context, hyp Hypervisor, sys *vm.System, name
 			}
 		}
 		if p.lock, err = m.lockRun(cur); err != nil {
+			if cur != name && errors.Is(err, ErrStarting) && Starting(m.Store)(cur) {
+				// A netvm another command began to start after the
+				// runtime was read: wait for it.
+				plan = append([]*planned{p}, plan...)
+				break
+			}
 			return plan, err
+		}
+		// The runtime was read before the lock was taken: a start of cur
+		// that ended in between (its starter let go of the lock) left a
+		// domain, which the lock now held shows for sure.
+		if d, up, err := domainNamed(ctx, hyp, cur); err != nil || up {
+			p.release()
+			if err != nil || cur != name {
+				return plan, err // a netvm that runs
+			}
+			return plan, &AlreadyRunningError{Name: name, State: PowerState(d.State), Domid: int(d.ID)}
 		}
 		plan = append([]*planned{p}, plan...)
 		n := v.NetVM()
@@ -201,6 +217,20 @@ func (m *Manager) plan(ctx context.Context, hyp Hypervisor, sys *vm.System, name
 		cur = n.Name()
 	}
 	return plan, nil
+}
+
+// domainNamed returns the hypervisor's domain named name, if it has one.
+func domainNamed(ctx context.Context, hyp Hypervisor, name string) (xl.DomainInfo, bool, error) {
+	doms, err := hyp.List(ctx)
+	if err != nil {
+		return xl.DomainInfo{}, false, err
+	}
+	for _, d := range doms {
+		if d.Name == name {
+			return d, true, nil
+		}
+	}
+	return xl.DomainInfo{}, false, nil
 }
 
 // waitStarted waits until another command's start of a netvm is done:
