@@ -354,14 +354,41 @@ func (m *Manager) askMonitor(ctx context.Context, name string, p qrexec.ExecPara
 	if err != nil {
 		return err
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", qrexecSocketPath(m.Store, name))
+	c, err := m.dialMonitor(ctx, name, wait)
 	if err != nil {
-		return fmt.Errorf("%s: no qrexec service from its monitor (was it started by this qvm?): %w", name, err)
+		return err
 	}
 	defer c.Close()
 	return ask(c, name, b, wait)
 }
+
+// dialMonitor connects to the qrexec socket of VM name's monitor. A
+// monitor that runs (it holds the VM's run lock) but has not made its
+// socket yet, as just after qvm-start hands the domain over, is waited
+// for, up to wait.
+func (m *Manager) dialMonitor(ctx context.Context, name string, wait time.Duration) (net.Conn, error) {
+	path := qrexecSocketPath(m.Store, name)
+	deadline := time.Now().Add(wait)
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return c, nil
+		}
+		early := errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED)
+		if !early || !Starting(m.Store)(name) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: no qrexec service from its monitor (was it started by this qvm?): %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: wait for its monitor's qrexec socket: %w", name, ctx.Err())
+		case <-time.After(monitorSocketPoll):
+		}
+	}
+}
+
+// monitorSocketPoll is how often dialMonitor looks for a socket to come.
+const monitorSocketPoll = 50 * time.Millisecond
 
 // ask sends the request req over c, a connection to the monitor of VM
 // name, and reads the answer. The monitor waits for the agent for as

@@ -232,3 +232,45 @@ func TestSweepDataChannels(t *testing.T) {
 		t.Errorf("after the sweep: %v, %v; want %v (the exited process's %s gone)", got, err, keep, port(dead.Process.Pid))
 	}
 }
+
+// TestDialMonitorWaitsForSocket: just after qvm-start hands a domain over,
+// the monitor runs (it holds the run lock) before its qrexec socket
+// exists; a qvm-run then waits for the socket instead of failing. Without
+// a monitor it fails at once.
+func TestDialMonitorWaitsForSocket(t *testing.T) {
+	m, _ := setup(t)
+	ctx := context.Background()
+	// (a wait of an hour: were it waited, the test would time out)
+	if _, err := m.dialMonitor(ctx, "work", time.Hour); err == nil || !strings.Contains(err.Error(), "no qrexec service") {
+		t.Fatalf("no monitor: %v", err)
+	}
+	lock, err := m.lockRun("work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := m.dialMonitor(ctx, "work", 200*time.Millisecond); err == nil {
+		t.Fatal("a monitor that never makes its socket: no error")
+	}
+	made := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		ln, err := net.Listen("unix", qrexecSocketPath(m.Store, "work"))
+		made <- err
+		if err == nil {
+			c, _ := ln.Accept()
+			if c != nil {
+				c.Close()
+			}
+			ln.Close()
+		}
+	}()
+	c, err := m.dialMonitor(ctx, "work", time.Minute)
+	if err != nil {
+		t.Fatalf("socket made after the dial began: %v", err)
+	}
+	c.Close()
+	if err := <-made; err != nil {
+		t.Fatal(err)
+	}
+}
