@@ -51,6 +51,7 @@ const (
 	handoffDomid   = "domid"
 	handoffRunning = "running"
 	handoffDisc    = "disc"
+	handoffConsole = "console"
 )
 
 // handoff is qvm-start's side of a monitor it spawned.
@@ -108,6 +109,14 @@ func (h *handoff) domid(id uint32) error {
 func (h *handoff) disc(d servedDisc) error {
 	if _, err := fmt.Fprintf(h.w, "%s %s\n", handoffDisc, d); err != nil {
 		return fmt.Errorf("tell the monitor of %s its disc: %w", h.name, err)
+	}
+	return nil
+}
+
+// console tells the monitor the pseudo-terminal of the VM's console.
+func (h *handoff) console(tty string) error {
+	if _, err := fmt.Fprintf(h.w, "%s %s\n", handoffConsole, tty); err != nil {
+		return fmt.Errorf("tell the monitor of %s its console: %w", h.name, err)
 	}
 	return nil
 }
@@ -185,7 +194,7 @@ func (m *Manager) RunMonitor(ctx context.Context, name string, domid uint32, out
 		return err
 	}
 	defer lock.Close()
-	return m.watch(ctx, name, domid, out)
+	return m.watch(ctx, name, domid, "", out)
 }
 
 // RunHandoffMonitor is the work of a monitor qvm-start spawned: lock is
@@ -206,13 +215,14 @@ func (m *Manager) RunHandoffMonitor(ctx context.Context, name string, lock, r *o
 	if !ok {
 		return m.abandoned(ctx, name, h.domid)
 	}
-	return m.watch(ctx, name, h.domid, out)
+	return m.watch(ctx, name, h.domid, h.console, out)
 }
 
 // handedOver is what qvm-start told its monitor.
 type handedOver struct {
-	domid uint32
-	discs []servedDisc
+	domid   uint32
+	discs   []servedDisc
+	console string // the console's pseudo-terminal, if xenconsoled made one
 }
 
 // maxHandoffDiscs bounds the discs of one start (an HVM has one drive).
@@ -239,6 +249,8 @@ func readHandoff(r io.Reader) (h handedOver, ok bool, err error) {
 				return h, false, err
 			}
 			h.discs = append(h.discs, d)
+		case len(f) == 2 && f[0] == handoffConsole:
+			h.console = f[1]
 		case len(f) == 1 && f[0] == handoffRunning && h.domid != 0:
 			return h, true, nil
 		default:
@@ -279,10 +291,18 @@ func (m *Manager) abandoned(ctx context.Context, name string, domid uint32) erro
 	return nil
 }
 
-// watch serves and waits for a running domain.
-func (m *Manager) watch(ctx context.Context, name string, domid uint32, out io.Writer) error {
+// watch serves and waits for a running domain: its console on tty (""
+// for none), DHCP, qrexec.
+func (m *Manager) watch(ctx context.Context, name string, domid uint32, tty string, out io.Writer) error {
 	if out == nil {
 		out = os.Stderr
+	}
+	if tty != "" {
+		if stopConsole, err := m.serveConsole(ctx, name, tty); err != nil {
+			m.log().Warn("no console for the VM", "vm", name, "err", err)
+		} else {
+			defer stopConsole()
+		}
 	}
 	stop := m.startBackendDHCP(name, domid, out)
 	defer stop()

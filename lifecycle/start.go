@@ -363,12 +363,31 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 			return 0, err
 		}
 	}
+	// The console's pseudo-terminal is read while the guest has not run
+	// (see console.go), beside the keys.
+	ttyc := make(chan string, 1)
+	if mon != nil && v.VirtMode() != vm.HVM {
+		go func() {
+			tty, err := consoleTTY(ctx, m.XS, domid)
+			if err != nil {
+				m.log().Warn("no console for the VM", "vm", name, "err", err)
+			}
+			ttyc <- tty
+		}()
+	} else {
+		ttyc <- ""
+	}
 	keys, err := qubesdb.Keys(QubesDBInfo(v))
 	if err != nil {
 		return 0, err
 	}
 	if err := qubesdb.Publish(ctx, m.XS, domid, keys); err != nil {
 		return 0, err
+	}
+	if tty := <-ttyc; tty != "" {
+		if err := mon.console(tty); err != nil {
+			return 0, err
+		}
 	}
 	if m.Failpoint == FailBeforeUnpause {
 		m.log().Warn("failpoint reached: waiting to be killed", "failpoint", m.Failpoint, "vm", name, "domid", domid)

@@ -13,6 +13,8 @@
 //	qvm.qrexec=hostile     offer dom0 control channels that carry garbage
 //	qvm.keys=1             print this VM's keys read from xenstore, try to
 //	                       overwrite one and to read other domains' keys
+//	qvm.echo=1             print each line typed on the console, as
+//	                       "guestinit: console got \"LINE\"" (quoted)
 //	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
 //	qvm.probe=LIST         with qvm.dhcp: take the leased address and try
 //	                       each comma-separated probe, printing the result:
@@ -25,6 +27,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -112,6 +115,9 @@ func run() error {
 			}
 		}
 	}
+	if v, _ := cl.Flag("qvm.echo"); v == "1" {
+		go echoConsole()
+	}
 	// The marker comes last: a test that sees it has seen the lines above.
 	if m, ok := cl.Flag("qvm.marker"); ok {
 		say("marker %s", m)
@@ -126,5 +132,14 @@ func run() error {
 		return nil
 	default:
 		return fmt.Errorf("qvm.after=%q: want poweroff or wait", after)
+	}
+}
+
+// echoConsole prints each line read from the console (standard input),
+// quoted, until the input ends: what a test typed through qvm-console.
+func echoConsole() {
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		say("console got %q", sc.Text())
 	}
 }

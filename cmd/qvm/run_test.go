@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,4 +37,18 @@ func TestRunWithLocal(t *testing.T) {
 	if !strings.Contains(errOut.String(), `--localcmd "exit 3": exit status 3`) {
 		t.Errorf("the local command's failure is not reported: %q", errOut.String())
 	}
+}
+
+// TestConsoleLog: qvm-console --log prints the console log of a VM that
+// does not run, the rotated copy first, with what could drive a terminal
+// replaced; --no-filter-escape-chars gives the bytes as they are.
+func TestConsoleLog(t *testing.T) {
+	e := seedSetup(t)
+	logs := filepath.Join(e.dir, "log")
+	os.MkdirAll(logs, 0o755)
+	os.WriteFile(filepath.Join(logs, "my-new-vm.console.log.1"), []byte("old boot\n"), 0o644)
+	os.WriteFile(filepath.Join(logs, "my-new-vm.console.log"), []byte("new \x1b]0;title\x07boot\r\nlogin: "), 0o644)
+	e.expect(0, "old boot\nnew boot\r\nlogin: ", "", "qvm-console", "--log", "my-new-vm")
+	e.expect(0, "old boot\nnew \x1b]0;title\x07boot\r\nlogin: ", "", "qvm-console", "--log", "--no-filter-escape-chars", "my-new-vm")
+	e.expect(0, "", "", "qvm-console", "--log", "fedora")
 }

@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qvm-project/qvm/e2e/xenvm"
+)
+
+// TestConsole boots the bed and uses a PV guest's text console through
+// qvm-console: its log, typing to the guest and reading its answer, the
+// escape key, and the log after the VM is gone.
+func TestConsole(t *testing.T) {
+	if xenvm.Inside() {
+		runChecks(t, []check{{"PV", consoleInside}})
+		return
+	}
+	p := bedParts(t)
+	xenvm.RunTest(context.Background(), t, xenvm.Config{Parts: p, Files: p.GuestFiles(), Timeout: 20 * time.Minute,
+		XenArgs: []string{"bootscrub=0"}})
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func consoleInside(t *testing.T) {
+	q := newQvm(t)
+	installKernel(t)
+	q.ok("qvm-create", "--class", "TemplateVM", "debian-12", "-l", "black")
+	q.ok("qvm-prefs", "debian-12", "kernelopts", "quiet qvm.echo=1 qvm.marker=console-up qvm.after=wait")
+	q.ok("qvm-create", "--template", "debian-12", "--label", "blue", "--prop", "netvm=", "--prop", "virt_mode=pv", "work")
+	q.expectRun(1, "qvm-console: error: work is not running: qvm-start work first (qvm-console --log work shows what its console printed)\n", "qvm-console", "work")
+	q.ok("qvm-start", "work")
+
+	// The log has what the guest printed since it started.
+	logHas := func(s string) bool {
+		out, err := exec.Command("qvm-console", "--log", "work").Output()
+		return err == nil && strings.Contains(string(out), s)
+	}
+	if err := waitFor(2*time.Minute, func() bool { return logHas("guestinit: marker console-up") }); err != nil {
+		out, _ := q.run("qvm-console", "--log", "work")
+		t.Fatalf("the guest's marker is not in its console log: %v\n%s", err, xenvm.Tail([]byte(out), 40))
+	}
+
+	// Attached: what is typed reaches the guest, its answer comes back,
+	// and Ctrl-] leaves with exit 0.
+	cmd := exec.Command("qvm-console", "work")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	const answer = `guestinit: console got "hello console"`
+	// Until the attach is in place, what is typed may come before it:
+	// type the line again until the answer is seen.
+	err = waitFor(time.Minute, func() bool {
+		if strings.Contains(out.String(), answer) {
+			return true
+		}
+		in.Write([]byte("hello console\r"))
+		time.Sleep(time.Second)
+		return strings.Contains(out.String(), answer)
+	})
+	if err != nil {
+		t.Errorf("the guest's answer did not come through qvm-console: %v\nstdout %q\nstderr %q", err, out.String(), errOut.String())
+	}
+	in.Write([]byte{0x1d})
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("qvm-console after Ctrl-]: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Errorf("qvm-console did not leave on Ctrl-]")
+	}
+	if !logHas(answer) {
+		t.Errorf("the answer is not in the console log")
+	}
+
+	// The VM gone, its log stays.
+	q.ok("qvm-kill", "work")
+	if out, err := q.run("qvm-console", "--log", "work"); err == nil {
+		t.Logf("work's console log ends:\n%s", xenvm.Tail([]byte(out), 15))
+	}
+	if !logHas("guestinit: marker console-up") {
+		t.Errorf("the console log went with the VM")
+	}
+	q.expectRun(1, "qvm-console: error: work is not running: qvm-start work first (qvm-console --log work shows what its console printed)\n", "qvm-console", "work")
+}
