@@ -36,6 +36,9 @@ type Console struct {
 	Devid int
 	// Out receives what the domain prints on it; nil discards it.
 	Out io.Writer
+	// In, if set, is read for what to type on the console: its bytes
+	// go to the domain's input ring as the domain makes room.
+	In io.Reader
 	// Evtchn is the event channel device the console's port is bound
 	// through, one per console (opened before the process gives up the
 	// rights to open it). The caller closes it once Serve has returned.
@@ -109,7 +112,48 @@ func (b *Backend) Serve(ctx context.Context, c Console) error {
 	if out == nil {
 		out = io.Discard
 	}
-	return b.pump(ctx, log, ring{page: m.Bytes()}, c.Evtchn, local, out)
+	r := ring{page: m.Bytes()}
+	if c.In != nil {
+		ictx, stop := context.WithCancel(ctx)
+		defer stop()
+		go b.feed(ictx, log, r, c.Evtchn, local, c.In)
+	}
+	return b.pump(ctx, log, r, c.Evtchn, local, out)
+}
+
+// inputPoll is how often feed looks again at an input ring the domain
+// has not made room in (console input is typed: it rarely fills 1 KiB).
+const inputPoll = 20 * time.Millisecond
+
+// feed copies what in gives to the domain's input ring until ctx ends
+// or in does.
+func (b *Backend) feed(ctx context.Context, log *slog.Logger, r ring, ev *xendev.Evtchn, local xendev.Port, in io.Reader) {
+	buf := make([]byte, inSize)
+	var lastCorrupt time.Time
+	for ctx.Err() == nil {
+		n, err := in.Read(buf)
+		for p := buf[:n]; len(p) > 0 && ctx.Err() == nil; {
+			w, werr := r.write(p)
+			if werr != nil && time.Since(lastCorrupt) > time.Minute {
+				lastCorrupt = time.Now()
+				log.Warn("console input held", "err", werr)
+			}
+			if w > 0 {
+				p = p[w:]
+				if err := ev.Notify(local); err != nil {
+					return
+				}
+				continue
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(inputPoll):
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // pump moves output from the ring to out until ctx ends. A domain that

@@ -28,6 +28,8 @@ const (
 	inSize     = 1024
 	outSize    = 2048
 	outOff     = inSize
+	offInCons  = inSize + outSize
+	offInProd  = offInCons + 4
 	offOutCons = inSize + outSize + 8
 	offOutProd = offOutCons + 4
 	// RingBytes is the size of the ring structure at the page's start.
@@ -38,6 +40,11 @@ const (
 // unread output than the ring holds. What they claim is dropped and
 // reading goes on from the producer index.
 var ErrCorruptRing = errors.New("console ring indices corrupt (the domain claims more output than the ring holds)")
+
+// ErrCorruptInput says that the domain moved its input consumer index
+// where no input was written: no input can go to it until it moves it
+// back.
+var ErrCorruptInput = errors.New("console input indices corrupt (the domain claims to have read input never written)")
 
 // ring is the console ring in a shared page.
 type ring struct {
@@ -68,5 +75,27 @@ func (r ring) read(buf []byte) (int, error) {
 	// Go's atomics are sequentially consistent: the copy above happens
 	// before the domain sees the space freed.
 	atomic.StoreUint32(r.index(offOutCons), cons+n)
+	return int(n), nil
+}
+
+// write puts as much of p as the input ring has room for and returns how
+// many bytes it put. The producer index is the backend's and the consumer
+// index the domain's: the domain can set its own to anything, so the room
+// is computed from one read of each, checked, and only masked offsets are
+// written.
+func (r ring) write(p []byte) (int, error) {
+	cons := atomic.LoadUint32(r.index(offInCons))
+	prod := atomic.LoadUint32(r.index(offInProd))
+	used := prod - cons
+	if used > inSize {
+		return 0, ErrCorruptInput
+	}
+	n := min(uint32(len(p)), inSize-used)
+	in := r.page[:inSize]
+	for i := uint32(0); i < n; i++ {
+		in[(prod+i)&(inSize-1)] = p[i]
+	}
+	// The bytes are in place before the domain sees the index move.
+	atomic.StoreUint32(r.index(offInProd), prod+n)
 	return int(n), nil
 }

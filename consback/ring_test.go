@@ -122,3 +122,82 @@ func TestUserFor(t *testing.T) {
 		t.Error("two domains share a user")
 	}
 }
+
+// readInput consumes the input ring as Linux's hvc_xen does.
+func (f frontend) readInput(max int) []byte {
+	cons := binary.LittleEndian.Uint32(f.page[offInCons:])
+	prod := binary.LittleEndian.Uint32(f.page[offInProd:])
+	var out []byte
+	for cons != prod && len(out) < max {
+		out = append(out, f.page[cons&(inSize-1)])
+		cons++
+	}
+	binary.LittleEndian.PutUint32(f.page[offInCons:], cons)
+	return out
+}
+
+func TestRingWrite(t *testing.T) {
+	page := make([]byte, 4096)
+	binary.LittleEndian.PutUint32(page[offInCons:], 0xFFFFFF80)
+	binary.LittleEndian.PutUint32(page[offInProd:], 0xFFFFFF80)
+	f, r := frontend{page}, ring{page}
+	want := bytes.Repeat([]byte("typed on the console\r"), 300) // > 6 rings' worth
+	var got []byte
+	for rest := want; len(rest) > 0; {
+		n, err := r.write(rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > inSize {
+			t.Fatalf("wrote %d into a %d-byte ring", n, inSize)
+		}
+		rest = rest[n:]
+		got = append(got, f.readInput(700)...)
+	}
+	got = append(got, f.readInput(inSize)...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the domain read %d bytes, not what was written (%d)", len(got), len(want))
+	}
+	// A full ring takes nothing more.
+	r.write(bytes.Repeat([]byte{'x'}, 2*inSize))
+	if n, err := r.write([]byte("y")); n != 0 || err != nil {
+		t.Errorf("full ring: wrote %d, %v", n, err)
+	}
+}
+
+// FuzzRingWrite: whatever the domain leaves in its consumer index, write
+// puts at most the room the indices leave, never writes outside the
+// input ring, and moves only the producer index, by what it wrote.
+func FuzzRingWrite(f *testing.F) {
+	f.Add(uint32(0), uint32(0), []byte("hello"))
+	f.Add(uint32(5), uint32(3), []byte("a"))
+	f.Add(uint32(0xFFFFFFF0), uint32(0x10), bytes.Repeat([]byte{'z'}, 2000))
+	f.Fuzz(func(t *testing.T, cons, prod uint32, data []byte) {
+		page := make([]byte, RingBytes)
+		for i := inSize; i < RingBytes; i++ {
+			page[i] = 0xAA
+		}
+		binary.LittleEndian.PutUint32(page[offInCons:], cons)
+		binary.LittleEndian.PutUint32(page[offInProd:], prod)
+		n, err := ring{page}.write(data)
+		if n < 0 || n > len(data) || n > inSize {
+			t.Fatalf("wrote %d of %d", n, len(data))
+		}
+		if used := prod - cons; used > inSize && (err == nil || n != 0) {
+			t.Fatalf("corrupt indices %d/%d: wrote %d, %v", cons, prod, n, err)
+		} else if used <= inSize && uint32(n) != min(uint32(len(data)), inSize-used) {
+			t.Fatalf("wrote %d, room %d, asked %d", n, inSize-used, len(data))
+		}
+		if got := binary.LittleEndian.Uint32(page[offInProd:]); got != prod+uint32(n) {
+			t.Fatalf("in_prod %d after writing %d from %d", got, n, prod)
+		}
+		if got := binary.LittleEndian.Uint32(page[offInCons:]); got != cons {
+			t.Fatalf("in_cons moved: %d", got)
+		}
+		for i := inSize; i < offInCons; i++ {
+			if page[i] != 0xAA {
+				t.Fatalf("wrote at %d, outside the input ring", i)
+			}
+		}
+	})
+}

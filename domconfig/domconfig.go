@@ -16,7 +16,9 @@ import (
 	"strings"
 
 	"github.com/qvm-project/qvm/blkback"
+	"github.com/qvm-project/qvm/stubdom/dmargs"
 	"github.com/qvm-project/qvm/vm"
+	"github.com/qvm-project/qvm/vmconsole"
 	"github.com/qvm-project/qvm/vmkernel"
 	"github.com/qvm-project/qvm/xl"
 )
@@ -66,6 +68,15 @@ type Inputs struct {
 	CDROMServer string
 	CDROMServed *blkback.DriverDisc
 	CDROMSource string
+	// BootKernel and BootInitramfs are the padded copies (see
+	// vmkernel.Padded) of the VM kernel and initramfs an HVM boots in
+	// qvm's stubdomain: they reach the stubdomain as read-only disks
+	// (BootKernelVdev, BootInitramfsVdev), from which its QEMU boots them.
+	BootKernel, BootInitramfs string
+	// ConsoleLog and ConsoleSocket are where an HVM's serial console
+	// goes in dom0: qvm-stubdom-dm keeps its log there and relays it on
+	// the socket (see the lifecycle package). Empty: no serial port.
+	ConsoleLog, ConsoleSocket string
 }
 
 // ErrServedDisc is returned (wrapped) for a disc in a VM that the HVM's
@@ -75,6 +86,15 @@ var ErrServedDisc = errors.New("a disc served by a VM needs qvm's stubdomain")
 // FeatureDom0QEMU, set to 1 on a VM, runs its HVM device model in dom0
 // instead of a stubdomain: less isolated, for debugging only.
 const FeatureDom0QEMU = "qvm-dom0-qemu"
+
+// Where an HVM's stubdomain finds the kernel and initramfs of an HVM
+// that boots a dom0 kernel (past the four IDE slots: PV disks only, which
+// the guest sees too, read-only). stubdom/dmargs.BootFromDiscs points
+// QEMU at them.
+const (
+	BootKernelVdev    = dmargs.BootKernelVdev
+	BootInitramfsVdev = dmargs.BootInitramfsVdev
+)
 
 // Where a VM's disks appear: root, private and volatile first, then the
 // kernel modules of a PV/PVH VM booting a dom0 kernel, or an HVM's
@@ -189,11 +209,19 @@ func Build(v *vm.View, in Inputs) (*xl.DomainConfig, error) {
 
 	if mode == vm.HVM {
 		hvmConfig(v, cfg, in)
-		if cfg.Kernel != "" && cfg.DeviceModel.Stubdomain {
-			return nil, fmt.Errorf("VM %s: %w: it is an HVM that boots dom0's kernel %s, and its QEMU runs in a stubdomain, which cannot read dom0's files: "+
-				"boot it from its own disk or a CD-ROM (qvm-prefs %s kernel '', as an OS install needs), "+
-				"or, less isolated, run its QEMU in dom0 (qvm-features %s %s 1)",
-				v.Name(), ErrStubdomKernel, kernel, v.Name(), v.Name(), FeatureDom0QEMU)
+		if dm := cfg.DeviceModel; cfg.Kernel != "" && dm.Stubdomain {
+			if dm.Override == "" || in.BootKernel == "" {
+				return nil, fmt.Errorf("VM %s: %w: it is an HVM that boots dom0's kernel %s, and its QEMU runs in a stubdomain without qvm's device model (qvm-stubdom-dm), which cannot read dom0's files: "+
+					"boot it from its own disk or a CD-ROM (qvm-prefs %s kernel '', as an OS install needs), "+
+					"or, less isolated, run its QEMU in dom0 (qvm-features %s %s 1)",
+					v.Name(), ErrStubdomKernel, kernel, v.Name(), v.Name(), FeatureDom0QEMU)
+			}
+			// The stubdomain gets the kernel and initramfs as disks; its
+			// init points QEMU's -kernel and -initrd at them.
+			cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.BootKernel, Vdev: BootKernelVdev})
+			if cfg.Ramdisk != "" && in.BootInitramfs != "" {
+				cfg.Disks = append(cfg.Disks, xl.Disk{Target: in.BootInitramfs, Vdev: BootInitramfsVdev})
+			}
 		}
 	}
 	if in.CDROMServer != "" {
@@ -249,7 +277,8 @@ func nicFor(v, netvm *vm.View) (xl.NIC, error) {
 // hvmConfig sets what Qubes gives an HVM: SeaBIOS (OVMF with the uefi
 // feature), boot from CD-ROM then disk, ACPI, APIC, PAE, Viridian, no
 // nested virtualisation, a USB tablet, standard VGA, and QEMU in a Linux
-// stubdomain told the VM's network settings.
+// stubdomain told the VM's network settings, with a serial port that
+// qvm-stubdom-dm relays (see Inputs.ConsoleLog).
 func hvmConfig(v *vm.View, cfg *xl.DomainConfig, in Inputs) {
 	fw := xl.SeaBIOS
 	if val, ok := v.Feature("uefi"); ok && val != "" && val != "0" {
@@ -279,6 +308,12 @@ func hvmConfig(v *vm.View, cfg *xl.DomainConfig, in Inputs) {
 	}
 	if v.Networked() && v.NetVM() != nil {
 		dm.Args = append(dm.Args, QubesNetArg(v))
+	}
+	if dm.Stubdomain && dm.Override != "" && in.ConsoleLog != "" && in.ConsoleSocket != "" {
+		// A serial port: libxl gives the stubdomain a console for it
+		// (QEMU's -serial /dev/hvc3), which qvm-stubdom-dm serves.
+		cfg.HVM.Serial = "pty"
+		dm.StubdomainDMArgs = append(dm.StubdomainDMArgs, vmconsole.DMFlag, in.ConsoleLog, in.ConsoleSocket)
 	}
 	cfg.DeviceModel = dm
 }

@@ -3,6 +3,7 @@ package domconfig
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,6 +225,23 @@ func TestRefusals(t *testing.T) {
 	v, _ = s.View("my-new-vm")
 	if _, err := Build(v, in); !errors.Is(err, ErrStubdomKernel) || !strings.Contains(err.Error(), "qvm-prefs my-new-vm kernel ''") {
 		t.Errorf("hvm with a dom0 kernel and a stubdomain: %v", err)
+	}
+	// With qvm's device model and the disc copies, it boots: the
+	// stubdomain gets the kernel and initramfs as read-only disks.
+	qin := in
+	qin.StubdomDM, qin.BootKernel, qin.BootInitramfs = "/usr/lib/qvm/qvm-stubdom-dm", "/k/disc-vmlinuz", "/k/disc-initramfs"
+	if cfg, err := Build(v, qin); err != nil {
+		t.Errorf("hvm with a dom0 kernel in qvm's stubdomain: %v", err)
+	} else {
+		var got []string
+		for _, d := range cfg.Disks {
+			if d.Vdev == BootKernelVdev || d.Vdev == BootInitramfsVdev {
+				got = append(got, fmt.Sprintf("%s=%s rw=%v", d.Vdev, d.Target, d.ReadWrite))
+			}
+		}
+		if want := "xvde=/k/disc-vmlinuz rw=false xvdf=/k/disc-initramfs rw=false"; strings.Join(got, " ") != want || !strings.HasSuffix(cfg.Kernel, "/vmlinuz") || cfg.Cmdline == "" {
+			t.Errorf("boot discs %q (want %q), kernel %q, cmdline %q", got, want, cfg.Kernel, cfg.Cmdline)
+		}
 	}
 	d, _ := s.Lookup("my-new-vm")
 	d.Features = map[string]string{FeatureDom0QEMU: "1"}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"os/exec"
 	"strings"
 	"sync"
@@ -43,6 +44,76 @@ func (b *lockedBuffer) String() string {
 	return b.b.String()
 }
 
+// consoleSession is a qvm-console attached to a VM, its input a pipe.
+type consoleSession struct {
+	t           *testing.T
+	cmd         *exec.Cmd
+	in          io.WriteCloser
+	out, errOut lockedBuffer
+}
+
+// attachConsole starts qvm-console VM.
+func attachConsole(t *testing.T, vm string) *consoleSession {
+	t.Helper()
+	c := &consoleSession{t: t, cmd: exec.Command("qvm-console", vm)}
+	in, err := c.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.in = in
+	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.errOut
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	return c
+}
+
+// waitOutput waits until the console printed want, calling poke (if not
+// nil) before each look.
+func (c *consoleSession) waitOutput(want string, poke func()) {
+	c.t.Helper()
+	err := waitFor(2*time.Minute, func() bool {
+		if poke != nil && !strings.Contains(c.out.String(), want) {
+			poke()
+			time.Sleep(time.Second)
+		}
+		return strings.Contains(c.out.String(), want)
+	})
+	if err != nil {
+		c.t.Errorf("qvm-console never printed %q: %v\nstdout %q\nstderr %q", want, err, xenvm.Tail([]byte(c.out.String()), 20), c.errOut.String())
+	}
+}
+
+// leave types Ctrl-] and checks that qvm-console exits 0.
+func (c *consoleSession) leave() {
+	c.t.Helper()
+	c.in.Write([]byte{0x1d})
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.t.Errorf("qvm-console after Ctrl-]: %v\n%s", err, c.errOut.String())
+		}
+	case <-time.After(time.Minute):
+		c.cmd.Process.Kill()
+		<-done
+		c.t.Errorf("qvm-console did not leave on Ctrl-]")
+	}
+}
+
+// consoleLogHas reports whether qvm-console --log VM shows s.
+func consoleLogHas(vm, s string) bool {
+	out, err := exec.Command("qvm-console", "--log", vm).Output()
+	return err == nil && strings.Contains(string(out), s)
+}
+
 func consoleInside(t *testing.T) {
 	q := newQvm(t)
 	installKernel(t)
@@ -53,10 +124,7 @@ func consoleInside(t *testing.T) {
 	q.ok("qvm-start", "work")
 
 	// The log has what the guest printed since it started.
-	logHas := func(s string) bool {
-		out, err := exec.Command("qvm-console", "--log", "work").Output()
-		return err == nil && strings.Contains(string(out), s)
-	}
+	logHas := func(s string) bool { return consoleLogHas("work", s) }
 	if err := waitFor(2*time.Minute, func() bool { return logHas("guestinit: marker console-up") }); err != nil {
 		out, _ := q.run("qvm-console", "--log", "work")
 		t.Fatalf("the guest's marker is not in its console log: %v\n%s", err, xenvm.Tail([]byte(out), 40))
@@ -64,42 +132,12 @@ func consoleInside(t *testing.T) {
 
 	// Attached: what is typed reaches the guest, its answer comes back,
 	// and Ctrl-] leaves with exit 0.
-	cmd := exec.Command("qvm-console", "work")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, errOut lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	c := attachConsole(t, "work")
 	const answer = `guestinit: console got "hello console"`
 	// Until the attach is in place, what is typed may come before it:
 	// type the line again until the answer is seen.
-	err = waitFor(time.Minute, func() bool {
-		if strings.Contains(out.String(), answer) {
-			return true
-		}
-		in.Write([]byte("hello console\r"))
-		time.Sleep(time.Second)
-		return strings.Contains(out.String(), answer)
-	})
-	if err != nil {
-		t.Errorf("the guest's answer did not come through qvm-console: %v\nstdout %q\nstderr %q", err, out.String(), errOut.String())
-	}
-	in.Write([]byte{0x1d})
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("qvm-console after Ctrl-]: %v\n%s", err, errOut.String())
-		}
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Errorf("qvm-console did not leave on Ctrl-]")
-	}
+	c.waitOutput(answer, func() { c.in.Write([]byte("hello console\r")) })
+	c.leave()
 	if !logHas(answer) {
 		t.Errorf("the answer is not in the console log")
 	}

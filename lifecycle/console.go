@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qvm-project/qvm/domconfig"
 	"github.com/qvm-project/qvm/logfile"
 	"github.com/qvm-project/qvm/store"
 	"github.com/qvm-project/qvm/vm"
@@ -16,16 +17,17 @@ import (
 	"github.com/qvm-project/qvm/xenstore"
 )
 
-// A PV or PVH VM's text console is served by its monitor (see the
+// An HVM's serial console is served by qvm-stubdom-dm, the dom0 side of
+// its stubdomain, on the same log and socket (domconfig gives it their
+// paths). A PV or PVH VM's text console is served by its monitor (see the
 // vmconsole package): qvm-start reads the name of the pseudo-terminal
 // xenconsoled made for the domain while the domain is still paused (the
 // guest can rewrite the key once it runs) and hands it to the monitor,
 // which is then the console's only reader: it keeps a bounded log and
 // relays the console to qvm-console on a unix socket in the run directory.
 
-// ConsoleLogLimit bounds a VM's console log: past it the log is rotated,
-// so a guest printing for ever takes at most twice this of dom0's disk.
-const ConsoleLogLimit = 1 << 20
+// ConsoleLogLimit bounds a VM's console log (see vmconsole.LogLimit).
+const ConsoleLogLimit = vmconsole.LogLimit
 
 // consoleTTYWait bounds how long a start waits, the domain paused, for
 // xenconsoled to name the console's pseudo-terminal (it does at once when
@@ -136,11 +138,11 @@ var ErrNoConsole = errors.New("has no text console served by qvm")
 // is none.
 func (m *Manager) ConsoleSocket(v *vm.View) (string, error) {
 	name := v.Name()
-	if v.VirtMode() == vm.HVM {
-		return "", fmt.Errorf("%s %w: it is an HVM, whose serial console qvm does not relay yet", name, ErrNoConsole)
-	}
 	p := ConsoleSocketPath(m.Store, name)
 	if _, err := os.Stat(p); err != nil {
+		if v.VirtMode() == vm.HVM {
+			return "", fmt.Errorf("%s %w: its serial console is relayed by qvm's stubdomain device model (qvm-stubdom-dm), which this run does not have (its QEMU runs in dom0: qvm-features %s %s)", name, ErrNoConsole, name, domconfig.FeatureDom0QEMU)
+		}
 		return "", fmt.Errorf("%s %w (started by another toolstack, before qvm served consoles, or xenconsoled gave it no pseudo-terminal: see its log, qvm's %s)", name, ErrNoConsole, logPath(m.Store, name))
 	}
 	return p, nil

@@ -297,6 +297,9 @@ func (m *Manager) watch(ctx context.Context, name string, domid uint32, tty stri
 	if out == nil {
 		out = os.Stderr
 	}
+	// An HVM's console socket is qvm-stubdom-dm's, which cannot remove
+	// it once unprivileged; a PV one's server removes its own.
+	defer removeIfExists(ConsoleSocketPath(m.Store, name))
 	if tty != "" {
 		if stopConsole, err := m.serveConsole(ctx, name, tty); err != nil {
 			m.log().Warn("no console for the VM", "vm", name, "err", err)

@@ -315,6 +315,9 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 	if err != nil {
 		return 0, err
 	}
+	if in.BootKernel, in.BootInitramfs, err = m.bootDiscs(ctx, v); err != nil {
+		return 0, err
+	}
 	if opt.CDROMVM != "" {
 		dd, err := m.serveDisc(ctx, opt.CDROMVM, opt.CDROM, p.discWait)
 		if err != nil {
@@ -404,6 +407,26 @@ func (m *Manager) start(ctx context.Context, hyp Hypervisor, p *planned) (domid 
 	}
 	m.log().Info("started", "vm", name, "domid", domid)
 	return domid, nil
+}
+
+// bootDiscs makes the disc copies (vmkernel.Padded) of the kernel and
+// initramfs of an HVM that boots a dom0 kernel in qvm's stubdomain; for
+// any other VM it returns "".
+func (m *Manager) bootDiscs(ctx context.Context, v *vm.View) (kernel, initramfs string, err error) {
+	k := v.Str("kernel")
+	if k == "" || v.VirtMode() != vm.HVM || m.StubdomDM == "" {
+		return "", "", nil
+	}
+	dir := filepath.Join(m.Store.KernelsDir(), k)
+	if kernel, err = vmkernel.Padded(ctx, filepath.Join(dir, domconfig.KernelFile)); err != nil {
+		return "", "", err
+	}
+	if p := filepath.Join(dir, domconfig.InitramfsFile); regularFile(p) {
+		if initramfs, err = vmkernel.Padded(ctx, p); err != nil {
+			return "", "", err
+		}
+	}
+	return kernel, initramfs, nil
 }
 
 // startable refuses a start that cannot work, before anything is made:
@@ -510,6 +533,8 @@ func (m *Manager) inputs(v *vm.View, opt StartOptions) domconfig.Inputs {
 		StubdomRamdisk: m.StubdomRamdisk,
 		StubdomDM:      m.StubdomDM,
 		CDROM:          opt.CDROM,
+		ConsoleLog:     ConsoleLogPath(m.Store, v.Name()),
+		ConsoleSocket:  ConsoleSocketPath(m.Store, v.Name()),
 	}
 	if opt.CDROMVM != "" {
 		in.CDROM, in.CDROMServer, in.CDROMSource = "", opt.CDROMVM, opt.CDROM
@@ -642,4 +667,9 @@ func pciFree(sys *vm.System, v *vm.View) error {
 		}
 	}
 	return nil
+}
+
+func regularFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }

@@ -1,6 +1,6 @@
 // Package qemu controls a running HVM guest's device model over QMP: it
-// lists the guest's removable drives and ejects or changes the medium in
-// its CD-ROM drive.
+// lists the guest's removable drives, ejects or changes the medium in its
+// CD-ROM drive, and presses keys on its keyboard.
 //
 // For a Xen guest, dom0 reaches the QMP monitor at SocketPath(domid). When
 // QEMU runs in dom0 that is QEMU's own socket; when it runs in a

@@ -271,3 +271,40 @@ func TestSocketPath(t *testing.T) {
 		}
 	}
 }
+
+// TestGuestSeesKeys: keys sent with SendKey reach the guest's keyboard;
+// it reports the line they typed.
+func TestGuestSeesKeys(t *testing.T) {
+	boot, _ := isos(t)
+	sock, serial := startQEMU(t, boot, true)
+	m := dial(t, sock)
+	ctx := context.Background()
+	waitLine(t, serial, "cdrom QVMBOOT")
+	for _, combo := range []string{"h", "shift-i", "spc", "1", "ret"} {
+		keys, err := ParseCombo(combo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SendKey(ctx, keys, 0); err != nil {
+			t.Fatalf("send-key %s: %v", combo, err)
+		}
+	}
+	waitLine(t, serial, "key hI 1")
+}
+
+func TestParseCombo(t *testing.T) {
+	for combo, want := range map[string]string{
+		"ctrl-alt-del": "ctrl alt delete", "Ctrl-Alt-Delete": "ctrl alt delete", "ret": "ret",
+		"shift-a": "shift a", "f12": "f12", "space": "spc", "kp_enter": "kp_enter",
+	} {
+		got, err := ParseCombo(combo)
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("ParseCombo(%q) = %q, %v; want %q", combo, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "ctrl-", "-", "nokey", "ctrl-alt-dle", "unmapped", "a-b-c-d-e-f-g-h-i", "a\x00"} {
+		if got, err := ParseCombo(bad); err == nil {
+			t.Errorf("ParseCombo(%q) = %q, want an error", bad, got)
+		}
+	}
+}

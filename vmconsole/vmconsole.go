@@ -33,6 +33,12 @@ import (
 	"golang.org/x/term"
 )
 
+// DMFlag is the argument of qvm-stubdom-dm, the dom0 device model of an
+// HVM's stubdomain, that names where the HVM's serial console goes:
+// -qvm-console LOG SOCKET (qvm-stubdom-dm serves it as the monitor serves
+// a PV console).
+const DMFlag = "-qvm-console"
+
 // ptyPath is the only form of console name OpenPTY accepts.
 var ptyPath = regexp.MustCompile(`^/dev/pts/[0-9]{1,7}$`)
 
@@ -42,6 +48,11 @@ const (
 	ptySlaveMajorFirst = 136
 	ptySlaveMajorLast  = 143
 )
+
+// LogLimit bounds a console's log: past it the log is rotated (or, when
+// the writer cannot rename it, emptied), so a guest printing for ever
+// takes at most twice this of dom0's disk.
+const LogLimit = 1 << 20
 
 // MaxPathLen bounds a console name read from xenstore.
 const MaxPathLen = 32

@@ -30,7 +30,7 @@ func qvmLogMessage(h C.uintptr_t, level C.int, errnoval C.int, context_ *C.char,
 	if errnoval > 0 {
 		attrs = append(attrs, slog.String("errno", syscall.Errno(errnoval).Error()))
 	}
-	cb.log.LogAttrs(context.Background(), slogLevel(int(level)), text, attrs...)
+	cb.log.LogAttrs(context.Background(), levelFor(int(level), text), text, attrs...)
 }
 
 //export qvmEvent

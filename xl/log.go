@@ -3,6 +3,7 @@ package xl
 import (
 	"context"
 	"log/slog"
+	"strings"
 )
 
 // xentoollog levels (xentoollog.h).
@@ -29,6 +30,25 @@ func slogLevel(l int) slog.Level {
 		return slog.LevelInfo
 	}
 	return slog.LevelDebug
+}
+
+// intendedWarnings are libxl warnings about what qvm asks for on purpose,
+// logged at info level so that users do not see them at every start: an
+// HVM that boots a dom0 kernel has its kernel and initramfs discs past
+// the four IDE slots, for its stubdomain.
+var intendedWarnings = []string{"Only 4 emulated IDE disks are supported."}
+
+// levelFor is the slog level of a libxl message of xentoollog level l.
+func levelFor(l int, text string) slog.Level {
+	lv := slogLevel(l)
+	if lv == slog.LevelWarn {
+		for _, w := range intendedWarnings {
+			if strings.Contains(text, w) {
+				return slog.LevelInfo
+			}
+		}
+	}
+	return lv
 }
 
 // xtlMinLevel is the lowest xentoollog level the logger wants, so that

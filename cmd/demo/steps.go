@@ -127,6 +127,29 @@ func (d *demo) guestSays(vm, prefix string) (string, error) {
 	return "", fmt.Errorf("%s printed no %q on its console", vm, want)
 }
 
+// consoleSays waits until qvm-console --log VM shows a line with want
+// (the VM's console log, which qvm keeps) and prints that line.
+func consoleSays(vm, want string) func(d *demo) string {
+	return func(d *demo) string {
+		deadline := time.Now().Add(4 * time.Minute)
+		for time.Now().Before(deadline) {
+			out, _ := exec.CommandContext(d.ctx, "qvm-console", "--log", vm).Output()
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, want) {
+					fmt.Fprintf(d.w, "  qvm-console --log %s: %s\n", vm, strings.TrimRight(line, "\r"))
+					return ""
+				}
+			}
+			select {
+			case <-d.ctx.Done():
+				return d.ctx.Err().Error()
+			case <-time.After(time.Second):
+			}
+		}
+		return fmt.Sprintf("qvm-console --log %s shows no %q", vm, want)
+	}
+}
+
 // guestNetwork shows what a guest read from its keys (and, if asked, got
 // by DHCP) and checks it against what qvm-ls -n shows.
 func guestNetwork(vm string, dhcp bool) func(d *demo) string {
@@ -224,6 +247,7 @@ func demoSteps() []step {
 		{title: "start both", cmds: [][]string{{"qvm-start", "work"}, {"qvm-start", "pvvm"}}},
 		{title: "qvm-ls -n while they run", cmds: [][]string{{"qvm-ls", "-n"}}, check: all(lsShows("work", string(model.Running)), lsShows("pvvm", string(model.Running)))},
 		{title: "the guests print what qvm told them", check: all(guestNetwork("work", false), guestNetwork("pvvm", true))},
+		{title: "work's text console, kept by qvm (qvm-console --log; qvm-console work attaches, Ctrl-] leaves)", check: consoleSays("work", "guestinit: key qubes-ip=")},
 		{title: "run commands in work through qrexec (qvm-run; its agent is in the guest)", cmds: [][]string{
 			{"qvm-run", "--pass-io", "work", "echo I am $(id -un) on $(uname -s)"},
 			{"qvm-run", "-u", "root", "--pass-io", "work", "id -u"},

@@ -14,7 +14,9 @@
 //	qvm.keys=1             print this VM's keys read from xenstore, try to
 //	                       overwrite one and to read other domains' keys
 //	qvm.echo=1             print each line typed on the console, as
-//	                       "guestinit: console got \"LINE\"" (quoted)
+//	                       "guestinit: console got \"LINE\"" (quoted), and
+//	                       on the keyboard (tty1, an HVM's), as
+//	                       "guestinit: keyboard got \"LINE\""
 //	qvm.dhcp=IFACE         ask for an address by DHCP on IFACE and print it
 //	qvm.probe=LIST         with qvm.dhcp: take the leased address and try
 //	                       each comma-separated probe, printing the result:
@@ -137,9 +139,18 @@ func run() error {
 
 // echoConsole prints each line read from the console (standard input),
 // quoted, until the input ends: what a test typed through qvm-console.
+// An HVM's keyboard types on the first virtual terminal, whose lines are
+// printed too.
 func echoConsole() {
-	sc := bufio.NewScanner(os.Stdin)
+	if kbd, err := os.Open("/dev/tty1"); err == nil {
+		go echoLines(kbd, "keyboard got")
+	}
+	echoLines(os.Stdin, "console got")
+}
+
+func echoLines(r *os.File, what string) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		say("console got %q", sc.Text())
+		say("%s %q", what, sc.Text())
 	}
 }

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
-
-	"github.com/qvm-project/qvm/blkback"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/qvm-project/qvm/blkback"
+	"github.com/qvm-project/qvm/vmconsole"
 )
 
 // invocation is what this process takes from the QEMU command line libxl
@@ -26,6 +27,10 @@ type invocation struct {
 	// Discs are the discs other VMs serve the stubdomain (-qvm-disc,
 	// from qvm through libxl's extra_pv: see blkback.DriverDisc).
 	Discs []blkback.DriverDisc
+	// ConsoleLog and ConsoleSocket are where the guest's serial console
+	// goes (-qvm-console LOG SOCKET, from qvm): its log, and the socket
+	// qvm-console attaches to. Empty: the serial console is discarded.
+	ConsoleLog, ConsoleSocket string
 }
 
 // discFlag is qvm's own argument: a disc a driver domain serves.
@@ -67,6 +72,21 @@ func parseArgs(args []string) (invocation, error) {
 				return inv, fmt.Errorf("%s: %w", discFlag, err)
 			}
 			inv.Discs = append(inv.Discs, d)
+		case vmconsole.DMFlag:
+			logf, err := next()
+			if err != nil {
+				return inv, err
+			}
+			sock, err := next()
+			if err != nil {
+				return inv, err
+			}
+			for _, p := range []string{logf, sock} {
+				if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+					return inv, fmt.Errorf("%s %s %s: paths must be absolute and clean", vmconsole.DMFlag, logf, sock)
+				}
+			}
+			inv.ConsoleLog, inv.ConsoleSocket = logf, sock
 		case "-name":
 			v, err := next()
 			if err != nil {

@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -50,6 +51,7 @@ import (
 	"github.com/qvm-project/qvm/consback"
 	"github.com/qvm-project/qvm/logfile"
 	"github.com/qvm-project/qvm/termtext"
+	"github.com/qvm-project/qvm/vmconsole"
 	"github.com/qvm-project/qvm/xendev"
 	"github.com/qvm-project/qvm/xenstore"
 )
@@ -91,6 +93,66 @@ type served struct {
 	c     consback.Console
 	file  *logfile.File
 	flush *termtext.Writer
+	// serial, for the console of the guest's serial port, is where qvm
+	// asked it to go (-qvm-console).
+	serial *serialRelay
+}
+
+// stubdomSerialConsole is the stubdomain console that carries the guest's
+// first serial port (libxl's STUBDOM_CONSOLE_SERIAL: QEMU in the
+// stubdomain gets -serial /dev/hvc3).
+const stubdomSerialConsole = 3
+
+// serialRelay is the guest's serial console as the VM's monitor serves a
+// PV console (package vmconsole): a bounded log, and a socket for
+// qvm-console, both opened while the process is root.
+type serialRelay struct {
+	log *logfile.File
+	ln  net.Listener
+}
+
+// openSerial opens the serial console's log and socket.
+func openSerial(inv invocation) (*serialRelay, error) {
+	f, err := logfile.Open(inv.ConsoleLog, vmconsole.LogLimit)
+	if err != nil {
+		return nil, fmt.Errorf("serial console log: %w", err)
+	}
+	ln, err := vmconsole.Listen(inv.ConsoleSocket)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("serial console: %w", err)
+	}
+	// Unprivileged by then, this process cannot remove it: the VM's
+	// monitor does when the run ends.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return &serialRelay{log: f, ln: ln}, nil
+}
+
+// serve relays console c through the serial relay while fn serves it.
+func (r *serialRelay) serve(ctx context.Context, log *slog.Logger, c *consback.Console, fn func() error) error {
+	outR, outW := io.Pipe()
+	inR, inW := io.Pipe()
+	c.Out, c.In = outW, inR
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv := vmconsole.NewServer(pipeRW{outR, inW}, r.log, log)
+		if err := srv.Serve(ctx, r.ln); err != nil {
+			log.Warn("serial console", "err", err)
+		}
+		inW.Close()
+	}()
+	err := fn()
+	outW.Close() // the server reads to the end, then returns
+	<-done
+	return err
+}
+
+// pipeRW is a console as vmconsole serves it: the domain's output to read,
+// its input to write.
+type pipeRW struct {
+	io.Reader
+	io.Writer
 }
 
 func run(ctx context.Context, log *slog.Logger, inv invocation) error {
@@ -101,7 +163,7 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 		return err
 	}
 	defer xs.Close()
-	consoles, err := openConsoles(ctx, log, xs, inv.Domid)
+	consoles, err := openConsoles(ctx, log, xs, inv)
 	if err != nil {
 		return err
 	}
@@ -146,7 +208,12 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 	var wg sync.WaitGroup
 	for _, s := range consoles {
 		wg.Go(func() {
-			if err := b.Serve(ctx, s.c); err != nil && ctx.Err() == nil {
+			serve := func() error { return b.Serve(ctx, s.c) }
+			if s.serial != nil {
+				inner := serve
+				serve = func() error { return s.serial.serve(ctx, log, &s.c, inner) }
+			}
+			if err := serve(); err != nil && ctx.Err() == nil {
 				log.Warn("console ended", "console", s.c.Devid, "err", err)
 			}
 		})
@@ -168,7 +235,8 @@ func run(ctx context.Context, log *slog.Logger, inv invocation) error {
 // openConsoles lists the stubdomain's consoles libxl configured and opens
 // what each needs before the process gives up root: an event channel
 // device, and for console 0 its log file.
-func openConsoles(ctx context.Context, log *slog.Logger, xs *xenstore.Client, domid uint32) ([]served, error) {
+func openConsoles(ctx context.Context, log *slog.Logger, xs *xenstore.Client, inv invocation) ([]served, error) {
+	domid := inv.Domid
 	dir := filepath.Dir(consback.BackendDir(domid, 0))
 	names, err := xs.Directory(ctx, dir)
 	if err != nil {
@@ -200,6 +268,13 @@ func openConsoles(ctx context.Context, log *slog.Logger, xs *xenstore.Client, do
 			} else {
 				s.file, s.flush = f, termtext.NewWriter(f)
 				s.c.Out = s.flush
+			}
+		}
+		if id == stubdomSerialConsole && inv.ConsoleLog != "" {
+			if s.serial, err = openSerial(inv); err != nil {
+				ev.Close()
+				closeAll(out)
+				return nil, err
 			}
 		}
 		out = append(out, s)
@@ -246,6 +321,10 @@ func closeAll(s []served) {
 		if c.file != nil {
 			c.flush.Flush()
 			c.file.Close()
+		}
+		if c.serial != nil {
+			c.serial.ln.Close()
+			c.serial.log.Close()
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qvm-project/qvm/vmconsole"
 )
 
 // libxlArgs is what libxl 4.17 passes the device model of stubdomain 7
@@ -37,7 +39,14 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || len(inv.Discs) != 1 || inv.Discs[0].String() != disc || inv.Discs[0].Backend != 3 {
 		t.Errorf("with %s %s: %+v %v", discFlag, disc, inv, err)
 	}
+	inv, err = parseArgs(append(append([]string(nil), libxlArgs...), vmconsole.DMFlag, "/var/lib/qvm/log/inst.console.log", "/var/lib/qvm/run/inst.console"))
+	if err != nil || inv.ConsoleLog != "/var/lib/qvm/log/inst.console.log" || inv.ConsoleSocket != "/var/lib/qvm/run/inst.console" {
+		t.Errorf("with %s: %+v %v", vmconsole.DMFlag, inv, err)
+	}
 	for _, bad := range [][]string{
+		append(append([]string(nil), libxlArgs...), vmconsole.DMFlag, "/var/lib/qvm/log/x.log"),
+		append(append([]string(nil), libxlArgs...), vmconsole.DMFlag, "log/x.log", "/run/x"),
+		append(append([]string(nil), libxlArgs...), vmconsole.DMFlag, "/var/lib/qvm/../x.log", "/run/x"),
 		append(append([]string(nil), libxlArgs...), discFlag),
 		append(append([]string(nil), libxlArgs...), discFlag, "xvdd:3:7:0:/dev/sda:/x"),
 		nil,

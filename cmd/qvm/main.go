@@ -63,6 +63,7 @@ func verbs() []verb {
 		{name: "qubesdb", summary: "show the keys a VM gets in xenstore at start (dry run)", run: runQubesDB},
 		{name: "run", summary: "run a command in VMs through their qrexec agent (--pass-io for its input and output)", run: runRun},
 		{name: "console", summary: "attach to a VM's text console (Ctrl-] leaves; --log: what it printed)", run: runConsole},
+		{name: "sendkey", summary: "press keys on a running HVM's keyboard (ctrl-alt-del, ...)", run: runSendKey},
 		{name: "pause", summary: "pause running VMs", run: runPause},
 		{name: "unpause", summary: "unpause paused VMs", run: runUnpause},
 		{name: "check", summary: "check whether VMs exist, run, are paused, templates or networked (exit 0, 1 or 3)", run: runCheck},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -103,6 +104,31 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 	} else {
 		log.Info("the guest has no network card")
+	}
+
+	if boot := dmargs.BootOf(args.QEMU); boot.Kernel {
+		// A dom0 kernel: libxl named dom0's files, qvm gave them as disks.
+		kdev, idev := "/dev/"+dmargs.BootKernelVdev, "/dev/"+dmargs.BootInitramfsVdev
+		devs := []string{kdev}
+		if boot.Initramfs {
+			devs = append(devs, idev)
+		}
+		// QEMU maps the initramfs (which a block device refuses) and
+		// reads the kernel whole: copies in the stubdomain's memory.
+		files := map[string]string{kdev: bootDir + "/vmlinuz", idev: bootDir + "/initramfs"}
+		if err := os.MkdirAll(bootDir, 0o700); err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if err := waitDevice(ctx, d, 30*time.Second); err != nil {
+				return fmt.Errorf("the guest boots a dom0 kernel, but its disc is missing: %w (was the VM started by qvm?)", err)
+			}
+			if err := copyDevice(d, files[d], maxBootFile); err != nil {
+				return err
+			}
+		}
+		args.QEMU = dmargs.BootFromDiscs(args.QEMU, files[kdev], files[idev])
+		log.Info("booting the guest's kernel from discs", "kernel", kdev, "initramfs", boot.Initramfs, "mem_avail_kib", memAvail())
 	}
 
 	state := cfg.devModelPath() + "/state"
@@ -224,6 +250,65 @@ func watchRunning(ctx context.Context, xs *xenstore.Client, path string) (<-chan
 		}
 	}()
 	return ch, nil
+}
+
+// bootDir holds the copies of the kernel and initramfs of a guest that
+// boots a dom0 kernel (in the stubdomain's memory: /run is a tmpfs).
+const bootDir = "/run/qvm-boot"
+
+// maxBootFile bounds what is copied of a boot disc: more than the
+// stubdomain's memory in any case.
+const maxBootFile = 256 << 20
+
+// copyDevice copies the block device src (a disc qvm made: the file,
+// zero-padded) to the file dst, up to max bytes.
+func copyDevice(src, dst string, max int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("boot disc: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("boot disc %s: %w", src, err)
+	}
+	n, err := io.Copy(out, io.LimitReader(in, max+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy boot disc %s: %w", src, err)
+	}
+	if n > max {
+		return fmt.Errorf("boot disc %s holds more than %d MiB", src, max>>20)
+	}
+	return nil
+}
+
+// memAvail is MemAvailable in KiB (0 if unknown).
+func memAvail() int {
+	_, avail := meminfo()
+	return avail
+}
+
+// waitDevice waits until the block device path exists (blkfront makes
+// it once the disk's backend connects).
+func waitDevice(ctx context.Context, path string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		fi, err := os.Stat(path)
+		if err == nil && fi.Mode()&os.ModeDevice != 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %v", path, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitSocket waits until QEMU has made its QMP socket, failing early if

@@ -368,3 +368,51 @@ func QEMUArgv(binary, qmpSocket string, args []string) []string {
 		"-mon", "chardev="+QMPChardev+",mode=control")
 	return append(argv, args...)
 }
+
+// The disks on which qvm gives the stubdomain of an HVM that boots a dom0
+// kernel that kernel and its initramfs (zero-padded copies, read-only):
+// libxl's -kernel and -initrd name dom0's files, which the stubdomain
+// cannot read.
+const (
+	BootKernelVdev    = "xvde"
+	BootInitramfsVdev = "xvdf"
+)
+
+// Boot is how the guest boots when libxl asked for a direct kernel boot:
+// whether it did (-kernel), and with an initramfs (-initrd).
+type Boot struct {
+	Kernel, Initramfs bool
+}
+
+// BootOf reports the direct kernel boot QEMU's arguments ask for.
+func BootOf(args []string) Boot {
+	var b Boot
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-kernel":
+			b.Kernel = true
+		case "-initrd":
+			b.Initramfs = true
+		}
+	}
+	return b
+}
+
+// BootFromDiscs returns QEMU's arguments with -kernel and -initrd
+// pointing at the devices kernelDev and initramfsDev (the disks
+// BootKernelVdev and BootInitramfsVdev), in place of the dom0 paths libxl
+// gave.
+func BootFromDiscs(args []string, kernelDev, initramfsDev string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		switch out[i] {
+		case "-kernel":
+			i++
+			out[i] = kernelDev
+		case "-initrd":
+			i++
+			out[i] = initramfsDev
+		}
+	}
+	return out
+}

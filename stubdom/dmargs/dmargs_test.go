@@ -220,3 +220,21 @@ func TestQEMUArgv(t *testing.T) {
 		t.Fatalf("chardev %q parses to %v, %v", got[2], opts, err)
 	}
 }
+
+func TestBootFromDiscs(t *testing.T) {
+	args := []string{"-xen-domid", "5", "-kernel", "/var/lib/qvm/vm-kernels/6.1/vmlinuz", "-initrd", "/var/lib/qvm/vm-kernels/6.1/initramfs", "-append", "root=/dev/xvda console=ttyS0"}
+	if b := BootOf(args); !b.Kernel || !b.Initramfs {
+		t.Errorf("BootOf = %+v", b)
+	}
+	got := BootFromDiscs(args, "/dev/xvde", "/dev/xvdf")
+	want := []string{"-xen-domid", "5", "-kernel", "/dev/xvde", "-initrd", "/dev/xvdf", "-append", "root=/dev/xvda console=ttyS0"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("BootFromDiscs = %q", got)
+	}
+	if args[3] != "/var/lib/qvm/vm-kernels/6.1/vmlinuz" {
+		t.Error("BootFromDiscs changed its argument")
+	}
+	if b := BootOf([]string{"-boot", "dc", "-kernel"}); b.Kernel {
+		t.Error("a -kernel without a value counts")
+	}
+}

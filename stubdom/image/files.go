@@ -20,5 +20,6 @@ func Files() []File {
 		{"/usr/share/seabios/vgabios-cirrus.bin", "usr/share/seabios/vgabios-cirrus.bin", "option ROM of the Cirrus VGA card (libxl's default card)"},
 		{"/usr/lib/ipxe/qemu/efi-rtl8139.rom", "usr/lib/ipxe/qemu/efi-rtl8139.rom", "option ROM of the rtl8139 NIC (libxl's default model)"},
 		{"/usr/lib/ipxe/qemu/efi-e1000.rom", "usr/lib/ipxe/qemu/efi-e1000.rom", "option ROM of the e1000 NIC"},
+		{"/usr/share/qemu/linuxboot.bin", "usr/share/qemu/linuxboot.bin", "option ROM of QEMU's direct kernel boot (an HVM booting a dom0 kernel; xenfv has no fw_cfg DMA)"},
 	}
 }

@@ -17,6 +17,7 @@
 //	qvmguest: dhcp none          (no NIC, or no answer)
 //	qvmguest: cdrom LABEL        (or "cdrom empty")
 //	qvmguest: poweroff
+//	qvmguest: key LINE           (a line typed on its keyboard, at any time)
 //
 // The kernel command line turns off the kernel's unplugging of emulated
 // devices (xen_emul_unplug=never), so the guest uses the NIC that QEMU
@@ -171,6 +172,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 say() { echo "<2>` + LinePrefix + `$*" > /dev/kmsg; }
 say start
+[ -c /dev/tty1 ] && (while read -r k; do say key "$k"; done < /dev/tty1) &
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /modules.load
 nic=
 for i in 1 2 3 4 5 6 7 8 9 10; do
