@@ -26,9 +26,6 @@ import (
 // which is then the console's only reader: it keeps a bounded log and
 // relays the console to qvm-console on a unix socket in the run directory.
 
-// ConsoleLogLimit bounds a VM's console log (see vmconsole.LogLimit).
-const ConsoleLogLimit = vmconsole.LogLimit
-
 // consoleTTYWait bounds how long a start waits, the domain paused, for
 // xenconsoled to name the console's pseudo-terminal (it does at once when
 // it runs).
@@ -106,7 +103,7 @@ func (m *Manager) serveConsole(ctx context.Context, name, tty string) (stop func
 		pty.Close()
 		return nil, fmt.Errorf("console log of %s: %w", name, err)
 	}
-	log, err := logfile.Open(ConsoleLogPath(m.Store, name), ConsoleLogLimit)
+	log, err := logfile.Open(ConsoleLogPath(m.Store, name), vmconsole.LogLimit)
 	if err != nil {
 		pty.Close()
 		return nil, fmt.Errorf("console log of %s: %w", name, err)

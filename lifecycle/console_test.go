@@ -96,7 +96,7 @@ func TestMonitorServesConsole(t *testing.T) {
 	}
 	master.Write([]byte("guest says hi\r\n"))
 	for {
-		b, _ := vmconsole.ReadLog(ConsoleLogPath(m.Store, "direct"), ConsoleLogLimit)
+		b, _ := vmconsole.ReadLog(ConsoleLogPath(m.Store, "direct"), vmconsole.LogLimit)
 		if string(b) == "guest says hi\r\n" {
 			break
 		}

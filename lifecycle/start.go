@@ -421,7 +421,9 @@ func (m *Manager) bootDiscs(ctx context.Context, v *vm.View) (kernel, initramfs 
 	if kernel, err = vmkernel.Padded(ctx, filepath.Join(dir, domconfig.KernelFile)); err != nil {
 		return "", "", err
 	}
-	if p := filepath.Join(dir, domconfig.InitramfsFile); regularFile(p) {
+	// As domconfig.Build decides the guest has an initramfs.
+	p := filepath.Join(dir, domconfig.InitramfsFile)
+	if _, serr := os.Stat(p); serr == nil {
 		if initramfs, err = vmkernel.Padded(ctx, p); err != nil {
 			return "", "", err
 		}
@@ -667,9 +669,4 @@ func pciFree(sys *vm.System, v *vm.View) error {
 		}
 	}
 	return nil
-}
-
-func regularFile(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular()
 }

@@ -105,6 +105,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
+	closed  bool // Serve is ending: no client is taken any more
 	// in serialises the clients' writes to the console, so that what one
 	// client sends in a write reaches the guest whole.
 	in sync.Mutex
@@ -145,7 +146,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { s.serveClient(ctx, c) })
+			wg.Go(func() { s.serveClient(c) })
 		}
 	})
 	defer s.dropAll()
@@ -197,6 +198,7 @@ func (s *Server) output(p []byte) {
 func (s *Server) dropAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for c := range s.clients {
 		delete(s.clients, c)
 		c.close()
@@ -205,10 +207,11 @@ func (s *Server) dropAll() {
 
 // serveClient relays console output to c, and what c sends to the
 // console, until either ends.
-func (s *Server) serveClient(ctx context.Context, c net.Conn) {
+func (s *Server) serveClient(c net.Conn) {
 	cl := &client{c: c, out: make(chan []byte, clientQueue)}
 	s.mu.Lock()
-	if ctx.Err() != nil {
+	if s.closed {
+		// Accepted as Serve ended: dropAll has been, and would not see it.
 		s.mu.Unlock()
 		c.Close()
 		return

@@ -16,7 +16,7 @@ import (
 // runConsole is qvm-console: attach to a running VM's text console (its
 // hvc0), as `xl console` does, through the VM's monitor; Ctrl-] leaves.
 // --log prints what the console printed so far, this run and the last
-// ones (bounded: see lifecycle.ConsoleLogLimit), for a halted VM too.
+// ones (bounded: see vmconsole.LogLimit), for a halted VM too.
 // What the guest sent has its control characters replaced when the output
 // is a terminal (always with --log), unless --no-filter-escape-chars.
 func runConsole(ctx context.Context, a *app, args []string) error {
@@ -45,7 +45,7 @@ func runConsole(ctx context.Context, a *app, args []string) error {
 		return usagef("dom0 has no VM console: it is this machine's own")
 	}
 	if o.log {
-		b, err := vmconsole.ReadLog(lifecycle.ConsoleLogPath(st, name), lifecycle.ConsoleLogLimit)
+		b, err := vmconsole.ReadLog(lifecycle.ConsoleLogPath(st, name), vmconsole.LogLimit)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
