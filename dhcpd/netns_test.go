@@ -17,7 +17,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qvm-project/qvm/internal/testenv"
+	"github.com/qvm-project/qvm/internal/testio"
 )
 
 // The responder under test runs in a child process: this test binary
@@ -275,26 +275,9 @@ func newLink(t testing.TB, clientMAC string) *link {
 // responder is a running helper process.
 type responder struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testio.Buffer
 	lines  chan string
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func qubesLease(mac string) helperLease {
@@ -316,7 +299,7 @@ func startResponder(t *testing.T, l *link, cfg helperConfig) *responder {
 		cfg.ServerIP = "10.137.0.1"
 	}
 	b, _ := json.Marshal(cfg)
-	r := &responder{stderr: &syncBuffer{}, lines: make(chan string, 16), done: make(chan error, 1)}
+	r := &responder{stderr: &testio.Buffer{}, lines: make(chan string, 16), done: make(chan error, 1)}
 	args := []string{"netns", "exec", l.srvNS, exe, "-test.run=^$"}
 	if out := os.Getenv("QVM_DHCPD_STRACE"); out != "" {
 		// How the seccomp list was found: strace the responder of each
@@ -601,7 +584,7 @@ func TestRealClientRenewAndRelease(t *testing.T) {
   ip route add default via "$router" dev "$interface";;
 esac`)
 	cmd := exec.Command("ip", "netns", "exec", l.cliNS, udhcpc, "-i", l.cliIf, "-f", "-R", "-t", "5", "-T", "1", "-s", hook)
-	var out syncBuffer
+	var out testio.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qvm-project/qvm/internal/testenv"
+	"github.com/qvm-project/qvm/internal/testio"
 )
 
 // qvmBinary is the qvm program to test: $QVM_BIN (make test sets it), or
@@ -55,7 +56,7 @@ func TestQvmDhcpdVerb(t *testing.T) {
 		t.Errorf("missing --gateway: %v\n%s", err, out)
 	}
 
-	stderr := &syncBuffer{}
+	stderr := &testio.Buffer{}
 	cmd := exec.Command("ip", "netns", "exec", l.srvNS, qvm, "dhcpd", "--interface", l.srvIf, "--mac", testClientMAC,
 		"--ip", "10.137.0.5", "--gateway", "10.137.0.1", "--lease-time", "2h")
 	cmd.Stderr = stderr

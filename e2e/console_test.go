@@ -1,16 +1,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/qvm-project/qvm/e2e/xenvm"
+	"github.com/qvm-project/qvm/internal/testio"
 )
 
 // TestConsole boots the bed and uses a PV guest's text console through
@@ -26,30 +25,12 @@ func TestConsole(t *testing.T) {
 		XenArgs: []string{"bootscrub=0"}})
 }
 
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // consoleSession is a qvm-console attached to a VM, its input a pipe.
 type consoleSession struct {
 	t           *testing.T
 	cmd         *exec.Cmd
 	in          io.WriteCloser
-	out, errOut lockedBuffer
+	out, errOut testio.Buffer
 }
 
 // attachConsole starts qvm-console VM.

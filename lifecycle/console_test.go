@@ -9,31 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/qvm-project/qvm/internal/testio"
 	"github.com/qvm-project/qvm/vmconsole"
-	"github.com/qvm-project/qvm/xl"
 )
-
-// openPTY makes a pseudo-terminal pair as xenconsoled does for a domain:
-// the master is xenconsoled's end, the slave's name goes to console/tty.
-func openPTY(t *testing.T) (master *os.File, slave string) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	master = os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return master, fmt.Sprintf("/dev/pts/%d", n)
-}
 
 // TestConsoleTTY reads the console's pseudo-terminal as a start does,
 // against the real xenstored: it waits for xenconsoled to write it, and a
@@ -69,21 +47,8 @@ func TestConsoleTTY(t *testing.T) {
 func TestMonitorServesConsole(t *testing.T) {
 	ctx := context.Background()
 	m, f := setup(t)
-	master, tty := openPTY(t)
-	lock, err := m.lockRun("direct")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := f.CreatePaused(ctx, &xl.DomainConfig{Name: "direct", UUID: xl.UUID{1}, Type: xl.PVH, MemoryMiB: 400, VCPUs: 1, Kernel: "/dev/null"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.RunHandoffMonitor(ctx, "direct", lock, r, nil) }()
+	master, tty := testio.PTY(t)
+	id, w, done := startHandoff(t, m, f)
 	fmt.Fprintf(w, "domid %d\nconsole %s\nrunning\n", id, tty)
 	w.Close()
 

@@ -518,6 +518,29 @@ func TestKillWithDamagedStore(t *testing.T) {
 	}
 }
 
+// startHandoff plays qvm-start up to the handoff of VM direct: its run
+// lock taken, its domain built (paused), its monitor started on a pipe.
+// What qvm-start says goes to w; done gets the monitor's end.
+func startHandoff(t *testing.T, m *Manager, f *fakeXen) (id uint32, w *os.File, done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	lock, err := m.lockRun("direct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err = f.CreatePaused(ctx, &xl.DomainConfig{Name: "direct", UUID: xl.UUID{1}, Type: xl.PVH, MemoryMiB: 400, VCPUs: 1, Kernel: "/dev/null"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := make(chan error, 1)
+	go func() { c <- m.RunHandoffMonitor(ctx, "direct", lock, r, nil) }()
+	return id, w, c
+}
+
 // TestHandoffMonitor plays qvm-start's side of the handoff: a start that
 // ends before "running" (killed before it knew the domain's id, or after)
 // has its domain destroyed by the monitor; one that hands over is watched
@@ -537,21 +560,7 @@ func TestHandoffMonitor(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m, f := setup(t)
-			lock, err := m.lockRun("direct")
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The domain qvm-start was building.
-			id, err := f.CreatePaused(ctx, &xl.DomainConfig{Name: "direct", UUID: xl.UUID{1}, Type: xl.PVH, MemoryMiB: 400, VCPUs: 1, Kernel: "/dev/null"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- m.RunHandoffMonitor(ctx, "direct", lock, r, nil) }()
+			id, w, done := startHandoff(t, m, f)
 			c.send(w, id)
 			w.Close()
 			if c.running {

@@ -3,41 +3,17 @@ package vmconsole
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/qvm-project/qvm/internal/testio"
 	"github.com/qvm-project/qvm/logfile"
 )
-
-// newPTY makes a pseudo-terminal pair as xenconsoled does: the master is
-// xenconsoled's end (the guest's side), the slave's name is what the
-// console/tty key holds.
-func newPTY(t *testing.T) (master *os.File, slave string) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := os.NewFile(uintptr(fd), "ptmx") // non-blocking: deadlines work
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, fmt.Sprintf("/dev/pts/%d", n)
-}
 
 func TestOpenPTYRefuses(t *testing.T) {
 	for _, p := range []string{"", "/dev/sda", "/dev/pts/../sda", "/dev/pts/1/../../null", "/dev/pts/ptmx", "/dev/pts/12345678", "/dev/pts/1 ", "/dev/null", "/dev/tty", "../dev/pts/1"} {
@@ -55,7 +31,7 @@ func TestOpenPTYRefuses(t *testing.T) {
 }
 
 func TestServeLogsAndRelays(t *testing.T) {
-	master, name := newPTY(t)
+	master, name := testio.PTY(t)
 	pty, err := OpenPTY(name)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +63,7 @@ func TestServeLogsAndRelays(t *testing.T) {
 	// An attached client sees output and types to the guest; the escape
 	// byte ends the attach, and what follows it is not sent.
 	inR, inW := io.Pipe()
-	var out syncBuffer
+	var out testio.Buffer
 	attached := make(chan error, 1)
 	go func() { attached <- Attach(ctx, sock, inR, &out, DefaultEscape) }()
 	waitClients(t, s, 1)
@@ -118,7 +94,7 @@ func TestServeLogsAndRelays(t *testing.T) {
 	// The console ends (xenconsoled lets go): Serve returns, and a
 	// client attached then sees the end.
 	inR2, _ := io.Pipe()
-	var out2 syncBuffer
+	var out2 testio.Buffer
 	attached = make(chan error, 1)
 	go func() { attached <- Attach(ctx, sock, inR2, &out2, DefaultEscape) }()
 	waitClients(t, s, 1)
@@ -138,12 +114,12 @@ func TestServeLogsAndRelays(t *testing.T) {
 // TestSlowClientDropped: a client that never reads is dropped, and the
 // log and the other clients go on.
 func TestSlowClientDropped(t *testing.T) {
-	master, name := newPTY(t)
+	master, name := testio.PTY(t)
 	pty, err := OpenPTY(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log testio.Buffer
 	sock := filepath.Join(t.TempDir(), "c")
 	ln, err := Listen(sock)
 	if err != nil {
@@ -218,28 +194,4 @@ func TestReadLogBounds(t *testing.T) {
 	if b, err := ReadLog(p, 10); err != nil || string(b) != "6789abcdefghij" {
 		t.Errorf("ReadLog: %q %v", b, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Len()
 }

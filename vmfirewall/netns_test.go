@@ -29,6 +29,7 @@ import (
 
 	"github.com/qvm-project/qvm/dhcpd"
 	"github.com/qvm-project/qvm/internal/testenv"
+	"github.com/qvm-project/qvm/internal/testio"
 	"github.com/qvm-project/qvm/vifroute"
 	"github.com/qvm-project/qvm/vmfirewall"
 )
@@ -622,7 +623,7 @@ func TestDHCPThroughFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", b.vm1, udhcpc, "-i", "eth0", "-f", "-t", "10", "-T", "1", "-s", hook)
-	var out syncBuffer
+	var out testio.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -663,7 +664,7 @@ func mustMAC(s string) net.HardwareAddr {
 
 // hookEnv waits for udhcpc's hook to have run for event and returns the
 // environment it saw.
-func hookEnv(t *testing.T, dir, event string, out *syncBuffer) map[string]string {
+func hookEnv(t *testing.T, dir, event string, out *testio.Buffer) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -683,23 +684,6 @@ func hookEnv(t *testing.T, dir, event string, out *syncBuffer) map[string]string
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // startResponder runs `qvm dhcpd ARGS` (this binary as the responder) in
 // namespace ns until stop is called, which returns its stats.
 func startResponder(t *testing.T, ns string, args []string) (stop func() dhcpd.Stats) {
@@ -711,7 +695,7 @@ func startResponder(t *testing.T, ns string, args []string) (stop func() dhcpd.S
 	a, _ := json.Marshal(args)
 	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), responderEnv+"="+string(a))
-	var stderr syncBuffer
+	var stderr testio.Buffer
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
