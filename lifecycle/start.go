@@ -219,14 +219,15 @@ func (m *Manager) plan(ctx context.Context, hyp Hypervisor, sys *vm.System, name
 	return plan, nil
 }
 
-// domainNamed returns the hypervisor's domain named name, if it has one.
+// domainNamed returns the hypervisor's domain named name, if it has one
+// (dom0 never counts).
 func domainNamed(ctx context.Context, hyp Hypervisor, name string) (xl.DomainInfo, bool, error) {
 	doms, err := hyp.List(ctx)
 	if err != nil {
 		return xl.DomainInfo{}, false, err
 	}
 	for _, d := range doms {
-		if d.Name == name {
+		if d.Name == name && d.ID != 0 {
 			return d, true, nil
 		}
 	}

@@ -202,16 +202,14 @@ func (m *Manager) domainByName(ctx context.Context, name string) (uint32, error)
 	if err != nil {
 		return 0, err
 	}
-	doms, err := hyp.List(ctx)
+	d, ok, err := domainNamed(ctx, hyp, name)
 	if err != nil {
 		return 0, err
 	}
-	for _, d := range doms {
-		if d.Name == name && d.ID != 0 {
-			return d.ID, nil
-		}
+	if !ok {
+		return 0, fmt.Errorf("%s %w (the hypervisor has no domain of that name)", name, ErrNotRunning)
 	}
-	return 0, fmt.Errorf("%s %w (the hypervisor has no domain of that name)", name, ErrNotRunning)
+	return d.ID, nil
 }
 
 // running finds a running VM's domain.

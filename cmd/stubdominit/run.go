@@ -106,29 +106,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 		log.Info("the guest has no network card")
 	}
 
-	if boot := dmargs.BootOf(args.QEMU); boot.Kernel {
-		// A dom0 kernel: libxl named dom0's files, qvm gave them as disks.
-		kdev, idev := "/dev/"+dmargs.BootKernelVdev, "/dev/"+dmargs.BootInitramfsVdev
-		devs := []string{kdev}
-		if boot.Initramfs {
-			devs = append(devs, idev)
-		}
-		// QEMU maps the initramfs (which a block device refuses) and
-		// reads the kernel whole: copies in the stubdomain's memory.
-		files := map[string]string{kdev: bootDir + "/vmlinuz", idev: bootDir + "/initramfs"}
-		if err := os.MkdirAll(bootDir, 0o700); err != nil {
-			return err
-		}
-		for _, d := range devs {
-			if err := waitDevice(ctx, d, 30*time.Second); err != nil {
-				return fmt.Errorf("the guest boots a dom0 kernel, but its disc is missing: %w (was the VM started by qvm?)", err)
-			}
-			if err := copyDevice(d, files[d], maxBootFile); err != nil {
-				return err
-			}
-		}
-		args.QEMU = dmargs.BootFromDiscs(args.QEMU, files[kdev], files[idev])
-		log.Info("booting the guest's kernel from discs", "kernel", kdev, "initramfs", boot.Initramfs, "mem_avail_kib", memAvail())
+	if args.QEMU, err = bootFromDiscs(ctx, log, args.QEMU); err != nil {
+		return err
 	}
 
 	state := cfg.devModelPath() + "/state"
@@ -252,6 +231,38 @@ func watchRunning(ctx context.Context, xs *xenstore.Client, path string) (<-chan
 	return ch, nil
 }
 
+// bootFromDiscs returns QEMU's arguments for a guest that boots a dom0
+// kernel (-kernel): libxl named dom0's files, qvm gave them to the
+// stubdomain as disks, which are copied to its memory (QEMU maps the
+// initramfs, which a block device refuses, and reads the kernel whole)
+// and named instead. Other arguments come back as they are.
+func bootFromDiscs(ctx context.Context, log *slog.Logger, qemu []string) ([]string, error) {
+	boot := dmargs.BootOf(qemu)
+	if !boot.Kernel {
+		return qemu, nil
+	}
+	kdev, idev := "/dev/"+dmargs.BootKernelVdev, "/dev/"+dmargs.BootInitramfsVdev
+	devs := []string{kdev}
+	if boot.Initramfs {
+		devs = append(devs, idev)
+	}
+	files := map[string]string{kdev: bootDir + "/vmlinuz", idev: bootDir + "/initramfs"}
+	if err := os.MkdirAll(bootDir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if err := waitDevice(ctx, d, 30*time.Second); err != nil {
+			return nil, fmt.Errorf("the guest boots a dom0 kernel, but its disc is missing: %w (was the VM started by qvm?)", err)
+		}
+		if err := copyDevice(d, files[d], maxBootFile); err != nil {
+			return nil, err
+		}
+	}
+	_, avail := meminfo()
+	log.Info("booting the guest's kernel from discs", "kernel", kdev, "initramfs", boot.Initramfs, "mem_available_mib", avail)
+	return dmargs.BootFromDiscs(qemu, files[kdev], files[idev]), nil
+}
+
 // bootDir holds the copies of the kernel and initramfs of a guest that
 // boots a dom0 kernel (in the stubdomain's memory: /run is a tmpfs).
 const bootDir = "/run/qvm-boot"
@@ -283,12 +294,6 @@ func copyDevice(src, dst string, max int64) error {
 		return fmt.Errorf("boot disc %s holds more than %d MiB", src, max>>20)
 	}
 	return nil
-}
-
-// memAvail is MemAvailable in KiB (0 if unknown).
-func memAvail() int {
-	_, avail := meminfo()
-	return avail
 }
 
 // waitDevice waits until the block device path exists (blkfront makes
